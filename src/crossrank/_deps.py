@@ -1,0 +1,35 @@
+"""Lazy imports of optional dependencies, with an install hint when they are missing."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from crossrank.errors import MissingDependencyError
+
+# module name -> (pip distribution, crossrank extra)
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("torch==2.13.0", "torch"),
+    "transformers": ("transformers", "torch"),
+    "safetensors": ("safetensors", "torch"),
+    "onnx": ("onnx", ""),
+    "ir_measures": ("ir-measures", "eval"),
+}
+
+
+def require(module: str, *, feature: str) -> ModuleType:
+    """Return the imported ``module``, or raise a :class:`MissingDependencyError` saying how to get it.
+
+    Args:
+        module: importable module name, e.g. ``"torch"``.
+        feature: what needs it, named in the message, e.g. ``"backend 'torch'"``.
+
+    Raises:
+        MissingDependencyError: the module is not installed.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        dist, extra = _EXTRAS.get(module.split(".")[0], (module, ""))
+        hint = f'pip install "crossrank[{extra}]"' if extra else f"pip install {dist}"
+        raise MissingDependencyError(f"{feature} needs {module}, which is not installed: {hint}") from err

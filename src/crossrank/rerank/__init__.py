@@ -1,0 +1,1 @@
+"""Stage 2: score (query, document) pairs with a cross-encoder and rerank candidates."""

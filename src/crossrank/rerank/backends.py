@@ -1,0 +1,146 @@
+"""Inference backends: ONNX Runtime (the default) and torch/transformers (fp32).
+
+A backend takes one padded batch and returns raw logits, float32 ``(batch, num_labels)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from crossrank._deps import require
+from crossrank.errors import ModelError
+
+__all__ = ["Backend", "OnnxBackend", "TorchBackend", "default_threads"]
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    """Runs a cross-encoder on one padded batch."""
+
+    num_labels: int
+
+    def run(
+        self,
+        input_ids: npt.NDArray[np.int64],
+        attention_mask: npt.NDArray[np.int64],
+        token_type_ids: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float32]:
+        """Return the raw logits, float32 ``(batch, num_labels)``."""
+        ...
+
+
+def default_threads() -> int:
+    """Return the number of cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def uses_token_types(config: dict[str, Any]) -> bool:
+    """Return whether the model reads segment ids (BERT, ELECTRA: yes; RoBERTa, DistilBERT: no)."""
+    return int(config.get("type_vocab_size", 0) or 0) >= 2
+
+
+class OnnxBackend:
+    """Run an ONNX graph with ONNX Runtime, one session reused for every call.
+
+    Args:
+        onnx_file: the graph.
+        config: the model's Hugging Face config (decides whether segment ids are fed).
+        threads: intra-op threads; defaults to the cores this process may use.
+    """
+
+    def __init__(self, onnx_file: Path, config: dict[str, Any], *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own Fail / InvalidGraph types
+            raise ModelError(f"ONNX Runtime cannot load {onnx_file} ({err}); re-export or re-download it") from err
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        if "input_ids" not in self.input_names:
+            raise ModelError(
+                f"{onnx_file} has no 'input_ids' input (inputs: {sorted(self.input_names)}); "
+                "it is not a text cross-encoder graph"
+            )
+        self._int32 = {i.name for i in self.session.get_inputs() if i.type == "tensor(int32)"}
+        # A graph with a token_type_ids input but a model without segment embeddings gets zeros.
+        self._types = "token_type_ids" in self.input_names and (uses_token_types(config) or not config)
+        out = self.session.get_outputs()[0]
+        dim = out.shape[-1] if len(out.shape) > 1 else 1
+        self.num_labels = int(dim) if isinstance(dim, int) else int(config.get("num_labels", 0) or 1)
+        self.output_name = out.name
+
+    def run(
+        self,
+        input_ids: npt.NDArray[np.int64],
+        attention_mask: npt.NDArray[np.int64],
+        token_type_ids: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float32]:
+        """Return the raw logits, float32 ``(batch, num_labels)``."""
+        feed: dict[str, npt.NDArray[Any]] = {"input_ids": input_ids}
+        if "attention_mask" in self.input_names:
+            feed["attention_mask"] = attention_mask
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = token_type_ids if self._types else np.zeros_like(input_ids)
+        for name in self._int32 & feed.keys():
+            feed[name] = feed[name].astype(np.int32)
+        (logits,) = self.session.run([self.output_name], feed)
+        return np.asarray(logits, dtype=np.float32).reshape(input_ids.shape[0], -1)
+
+
+class TorchBackend:
+    """Run a Hugging Face ``AutoModelForSequenceClassification`` in fp32 with torch.
+
+    Args:
+        folder: a Hugging Face model folder.
+        config: its config (decides whether segment ids are fed).
+        threads: torch intra-op threads; defaults to the cores this process may use.
+    """
+
+    def __init__(self, folder: Path, config: dict[str, Any], *, threads: int | None = None) -> None:
+        torch = require("torch", feature="backend 'torch'")
+        transformers = require("transformers", feature="backend 'torch'")
+        torch.set_num_threads(threads or default_threads())
+        try:
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(folder), dtype=torch.float32
+            )
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"transformers cannot load {folder} ({err})") from err
+        self.model = model.eval()
+        self.num_labels = int(model.config.num_labels)
+        self._types = uses_token_types(config)
+        self._torch = torch
+
+    def run(
+        self,
+        input_ids: npt.NDArray[np.int64],
+        attention_mask: npt.NDArray[np.int64],
+        token_type_ids: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float32]:
+        """Return the raw logits, float32 ``(batch, num_labels)``."""
+        torch = self._torch
+        kwargs = {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+        }
+        if self._types:
+            kwargs["token_type_ids"] = torch.from_numpy(token_type_ids)
+        with torch.inference_mode():
+            logits = self.model(**kwargs).logits
+        return logits.float().numpy().reshape(input_ids.shape[0], -1)

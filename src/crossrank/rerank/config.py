@@ -1,0 +1,80 @@
+"""Settings of a cross-encoder: truncation, activation, batching and long documents."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from crossrank.errors import ConfigError
+
+__all__ = ["Activation", "ScoringConfig"]
+
+Activation = Literal["sigmoid", "softmax", "none"]
+_ACTIVATIONS = ("sigmoid", "softmax", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    """How a :class:`~crossrank.CrossEncoder` turns pairs into scores.
+
+    Attributes:
+        max_length: most tokens per pair (query + document + special tokens); ``None`` takes
+            the model's own limit. The query is kept whole and the document is cut.
+        activation: ``"sigmoid"``, ``"softmax"`` or ``"none"`` (raw logits), applied in fp32;
+            ``None`` takes the model's default (sigmoid for one logit, softmax for several).
+        relevance_label: for multi-label heads, the label (name from ``config.id2label`` or
+            index) that ``rerank`` orders by, e.g. ``"entailment"``.
+        token_budget: most padded tokens in one forward pass; batches are sized by it.
+        max_batch_size: most pairs in one forward pass.
+        long_documents: ``"truncate"`` cuts documents to fit, ``"window"`` scores overlapping
+            windows and aggregates them.
+        window_stride: tokens between window starts; ``None`` is half a window.
+        window_aggregate: how window scores make a document score: ``"max"``, ``"first"``, ``"mean"``.
+        threads: intra-op threads; ``None`` uses every core this process may use.
+    """
+
+    max_length: int | None = None
+    activation: Activation | None = None
+    relevance_label: str | int | None = None
+    token_budget: int = 8192
+    max_batch_size: int = 64
+    long_documents: Literal["truncate", "window"] = "truncate"
+    window_stride: int | None = None
+    window_aggregate: Literal["max", "first", "mean"] = "max"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and not 8 <= self.max_length <= 32768:
+            raise ConfigError(f"max_length must be in [8, 32768] (got {self.max_length})")
+        if self.activation is not None and self.activation not in _ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {_ACTIVATIONS} or None (got {self.activation!r})")
+        if self.token_budget < 64:
+            raise ConfigError(f"token_budget must be >= 64 (got {self.token_budget})")
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be >= 1 (got {self.max_batch_size})")
+        if self.long_documents not in ("truncate", "window"):
+            raise ConfigError(f"long_documents must be 'truncate' or 'window' (got {self.long_documents!r})")
+        if self.window_stride is not None and self.window_stride < 1:
+            raise ConfigError(f"window_stride must be >= 1 (got {self.window_stride})")
+        if self.window_aggregate not in ("max", "first", "mean"):
+            raise ConfigError(f"window_aggregate must be 'max', 'first' or 'mean' (got {self.window_aggregate!r})")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (got {self.threads})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a plain dict (round-trips through :meth:`from_dict`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoringConfig:
+        """Return the config described by ``data``, rejecting unknown keys.
+
+        Raises:
+            ConfigError: a key is unknown or a value is not allowed.
+        """
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(
+                f"unknown scoring settings {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**data)

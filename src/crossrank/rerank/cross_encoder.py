@@ -1,0 +1,424 @@
+"""The cross-encoder: score pairs and rerank candidates with any Hugging Face cross-encoder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from crossrank.errors import ConfigError, InputError
+from crossrank.models.source import ModelFiles, resolve
+from crossrank.ranking import Hit, Ranking, ScoredPairs
+from crossrank.rerank.backends import Backend, OnnxBackend, TorchBackend
+from crossrank.rerank.config import Activation, ScoringConfig
+from crossrank.rerank.encoding import PairEncoder
+from crossrank.rerank.engine import run_encoded
+
+__all__ = ["CrossEncoder", "Document"]
+
+log = logging.getLogger(__name__)
+
+#: A document: a plain string, or a record ``{"id", "text", "title"?, "metadata"?}``.
+Document: TypeAlias = str | Mapping[str, Any]
+
+# Pairs are tokenized this many at a time, after a global sort by character length, so memory
+# stays bounded and each chunk's pairs have similar lengths.
+_CHUNK = 4096
+
+
+class CrossEncoder:
+    """A cross-encoder that reads a query and a document together and scores their relevance.
+
+    Args:
+        model: a built-in name (``"default"``), a local Hugging Face or ONNX folder, an
+            ``.onnx`` file, or a Hugging Face hub id.
+        backend: ``"onnx"`` (ONNX Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``:
+            ONNX when the model has a graph, torch otherwise.
+        config: scoring settings; see :class:`ScoringConfig`.
+        progress: show a progress bar on long inputs (off by default in library calls).
+
+    Example:
+        >>> ce = CrossEncoder("default")
+        >>> ranking = ce.rerank("what is a cat", ["A cat is a small feline.", "Paris is in France."])
+        >>> ranking.hits[0].index
+        0
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "default",
+        *,
+        backend: Literal["auto", "onnx", "torch"] = "auto",
+        config: ScoringConfig | None = None,
+        progress: bool = False,
+    ) -> None:
+        if backend not in ("auto", "onnx", "torch"):
+            raise ConfigError(f"backend must be 'auto', 'onnx' or 'torch' (got {backend!r})")
+        self.files: ModelFiles = resolve(model)
+        settings = dict(self.files.settings.get("scoring", {}))
+        base = ScoringConfig.from_dict(settings) if settings else ScoringConfig()
+        config = config or base
+        self.backend_name = self.files.pick_backend(backend)
+        model_max = _model_max_length(self.files.config)
+        max_length = min(config.max_length or model_max, model_max)
+        self.config = replace(config, max_length=max_length)
+        self.encoder = PairEncoder(self.files.tokenizer_file, max_length=max_length)
+        self.backend: Backend
+        if self.backend_name == "onnx":
+            assert self.files.onnx_file is not None  # pick_backend checked
+            self.backend = OnnxBackend(self.files.onnx_file, self.files.config, threads=config.threads)
+        else:
+            self.backend = TorchBackend(self.files.folder, self.files.config, threads=config.threads)
+        self.num_labels = self.backend.num_labels
+        self.labels = _labels(self.files.config, self.num_labels)
+        self.activation: Activation = config.activation or _default_activation(self.files, self.num_labels)
+        self._label_index = self._resolve_label(config.relevance_label)
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return (
+            f"CrossEncoder({self.files.name!r}, backend={self.backend_name!r}, "
+            f"max_length={self.config.max_length}, activation={self.activation!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        """Return the name the model was loaded by."""
+        return self.files.name
+
+    # ---------------------------------------------------------------- scoring
+
+    def score(self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None) -> npt.NDArray[np.float32]:
+        """Return the score of each (query, document) pair, float32, in input order.
+
+        The shape is ``(n,)`` for one-logit models and ``(n, num_labels)`` for multi-label heads.
+
+        Raises:
+            InputError: a pair is not two non-empty strings.
+        """
+        return self.score_details(pairs, activation=activation).scores
+
+    def score_details(
+        self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None
+    ) -> ScoredPairs:
+        """Return scores with, for each pair, whether it was truncated and how many tokens it used.
+
+        Raises:
+            InputError: a pair is not two non-empty strings.
+        """
+        queries, docs = _split_pairs(pairs)
+        return self._score(queries, docs, activation)
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[Document],
+        k: int | None = None,
+        *,
+        query_id: str | None = None,
+        return_text: bool = False,
+    ) -> Ranking:
+        """Return ``documents`` ranked for ``query``, best first, ties in input order.
+
+        Args:
+            query: the query text.
+            documents: strings, or records ``{"id", "text", "title"?, "metadata"?}`` carried
+                through untouched in :attr:`Hit.document`.
+            k: how many hits to return; ``None`` returns all.
+            query_id: an id to carry on the ranking.
+            return_text: put the scored text on each hit.
+
+        Raises:
+            InputError: the query or a document is empty or of the wrong type.
+        """
+        return self.rerank_many([query], [documents], k=k, query_ids=[query_id], return_text=return_text)[0]
+
+    def rerank_many(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[Sequence[Document]],
+        *,
+        k: int | None = None,
+        query_ids: Sequence[str | None] | None = None,
+        return_text: bool = False,
+    ) -> list[Ranking]:
+        """Return one ranking per query; all pairs of all queries are scored in shared batches.
+
+        Raises:
+            InputError: lengths differ, or a query or document is empty or of the wrong type.
+        """
+        if isinstance(queries, str):
+            raise InputError("queries must be a list of strings (got one str); use rerank() for one query")
+        if len(queries) != len(documents):
+            raise InputError(f"got {len(queries)} queries but {len(documents)} document lists; pass one list per query")
+        if query_ids is not None and len(query_ids) != len(queries):
+            raise InputError(f"got {len(query_ids)} query_ids for {len(queries)} queries")
+        if k is not None and (not isinstance(k, int) or k < 1):
+            raise InputError(f"k must be a positive int or None (got {k!r})")
+        self._label_index_or_raise()
+        flat_q: list[str] = []
+        flat_d: list[str] = []
+        parsed = []
+        for qi, (query, docs) in enumerate(zip(queries, documents, strict=True)):
+            where = f"queries[{qi}]" if len(queries) > 1 else "query"
+            _check_text(query, where)
+            recs = _parse_documents(docs, where)
+            parsed.append(recs)
+            flat_q.extend([query] * len(recs))
+            flat_d.extend(r[1] for r in recs)
+        result = self._score(flat_q, flat_d, None)
+        scores = result.scores if result.scores.ndim == 1 else result.scores[:, self._label_index]
+        rankings = []
+        start = 0
+        for qi, recs in enumerate(parsed):
+            stop = start + len(recs)
+            s = scores[start:stop]
+            order = np.argsort(-s, kind="stable")[:k]
+            trunc = result.truncated[start:stop]
+            hits = tuple(
+                Hit(
+                    doc_id=recs[i][0],
+                    score=float(s[i]),
+                    index=int(i),
+                    text=recs[i][1] if return_text else None,
+                    document=recs[i][2],
+                    truncated=bool(trunc[i]),
+                )
+                for i in order.tolist()
+            )
+            qid = query_ids[qi] if query_ids is not None else None
+            rankings.append(Ranking(hits=hits, query_id=qid, num_truncated=int(trunc.sum())))
+            start = stop
+        return rankings
+
+    # ---------------------------------------------------------------- internals
+
+    def _score(self, queries: list[str], docs: list[str], activation: Activation | None) -> ScoredPairs:
+        act = activation or self.activation
+        if act not in ("sigmoid", "softmax", "none"):
+            raise ConfigError(f"activation must be 'sigmoid', 'softmax' or 'none' (got {act!r})")
+        if self.config.long_documents == "window":
+            return self._score_windows(queries, docs, act)
+        logits, truncated, tokens = self._logits(queries, docs)
+        if truncated.any():
+            log.warning(
+                "%d of %d pairs were truncated to max_length=%d tokens (the query is kept, the document cut); "
+                "use long_documents='window' to score whole documents",
+                int(truncated.sum()),
+                len(queries),
+                self.config.max_length,
+            )
+        return ScoredPairs(_activate(logits, act), truncated, tokens)
+
+    def _logits(
+        self, queries: list[str], docs: list[str]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
+        n = len(queries)
+        logits = np.empty((n, self.num_labels), dtype=np.float32)
+        truncated = np.zeros(n, dtype=np.bool_)
+        tokens = np.zeros(n, dtype=np.int32)
+        if n == 0:
+            return logits, truncated, tokens
+        chars = np.fromiter((len(q) + len(d) for q, d in zip(queries, docs, strict=True)), np.int64, count=n)
+        order = np.argsort(-chars, kind="stable")
+        tick = self._progress_bar(n)
+        try:
+            for start in range(0, n, _CHUNK):
+                idx = order[start : start + _CHUNK]
+                enc = self.encoder.encode([queries[i] for i in idx], [docs[i] for i in idx])
+                logits[idx] = run_encoded(
+                    self.backend,
+                    enc,
+                    token_budget=self.config.token_budget,
+                    max_batch_size=self.config.max_batch_size,
+                    on_batch=tick,
+                )
+                truncated[idx] = enc.truncated
+                tokens[idx] = enc.lengths
+        finally:
+            if tick is not None:
+                tick(-1)
+        return logits, truncated, tokens
+
+    def _score_windows(self, queries: list[str], docs: list[str], act: Activation) -> ScoredPairs:
+        qlens = self.encoder.check_queries(queries)
+        win_q: list[str] = []
+        win_d: list[str] = []
+        group: list[int] = []
+        for i, (q, d) in enumerate(zip(queries, docs, strict=True)):
+            budget = self.encoder.doc_budget(int(qlens[i]))
+            stride = self.config.window_stride or max(1, budget // 2)
+            for w in self.encoder.windows(d, budget=budget, stride=min(stride, budget)):
+                win_q.append(q)
+                win_d.append(w)
+                group.append(i)
+        logits, truncated, tokens = self._logits(win_q, win_d)
+        scores = _activate(logits, act)
+        groups = np.asarray(group, dtype=np.intp)
+        starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        if self.config.window_aggregate == "max":
+            agg = np.maximum.reduceat(scores, starts, axis=0)
+        elif self.config.window_aggregate == "first":
+            agg = scores[starts]
+        else:
+            counts = np.diff(np.r_[starts, groups.size]).reshape(-1, *([1] * (scores.ndim - 1)))
+            agg = np.add.reduceat(scores, starts, axis=0) / counts
+        return ScoredPairs(
+            agg.astype(np.float32, copy=False),
+            np.logical_or.reduceat(truncated, starts),
+            np.add.reduceat(tokens, starts).astype(np.int32),
+        )
+
+    def _progress_bar(self, total: int) -> Callable[[int], None] | None:
+        if not self.progress or total < 256:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn(),
+            transient=True,
+        )
+        task = bar.add_task("score", total=total)
+        bar.start()
+
+        def tick(n: int) -> None:
+            if n < 0:
+                bar.stop()
+            else:
+                bar.advance(task, n)
+
+        return tick
+
+    def _resolve_label(self, label: str | int | None) -> int | None:
+        if label is None:
+            return 0 if self.num_labels == 1 else None
+        if isinstance(label, int) and not isinstance(label, bool):
+            if not 0 <= label < self.num_labels:
+                raise ConfigError(f"relevance_label index must be in [0, {self.num_labels}) (got {label})")
+            return label
+        lowered = [lab.lower() for lab in self.labels]
+        if str(label).lower() not in lowered:
+            raise ConfigError(f"relevance_label {label!r} is not a label of this model; labels: {list(self.labels)}")
+        return lowered.index(str(label).lower())
+
+    def _label_index_or_raise(self) -> int:
+        if self._label_index is None:
+            raise ConfigError(
+                f"this model has {self.num_labels} labels {list(self.labels)}; to rerank, choose the one to "
+                "order by: ScoringConfig(relevance_label=...)"
+            )
+        return self._label_index
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _model_max_length(config: Mapping[str, Any]) -> int:
+    positions = int(config.get("max_position_embeddings", 512) or 512)
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= 2  # positions start after the padding index
+    return positions
+
+
+def _labels(config: Mapping[str, Any], num_labels: int) -> tuple[str, ...]:
+    id2label = config.get("id2label") or {}
+    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels))
+
+
+def _default_activation(files: ModelFiles, num_labels: int) -> Activation:
+    saved = files.settings.get("activation")
+    if saved in ("sigmoid", "softmax", "none"):
+        return saved  # type: ignore[no-any-return]
+    st = files.config.get("sentence_transformers", {}) or {}
+    fn = str(st.get("activation_fn", files.config.get("sbert_ce_default_activation_function", "")))
+    if fn.endswith("Identity"):
+        return "none"
+    if fn.endswith("Sigmoid"):
+        return "sigmoid"
+    return "sigmoid" if num_labels == 1 else "softmax"
+
+
+def _activate(logits: npt.NDArray[np.float32], act: Activation) -> npt.NDArray[np.float32]:
+    x = logits.astype(np.float32, copy=False)
+    if act == "sigmoid":
+        out = 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free sigmoid
+    elif act == "softmax":
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        out = e / e.sum(axis=1, keepdims=True)
+    else:
+        out = x
+    out = out.astype(np.float32, copy=False)
+    return out[:, 0] if out.shape[1] == 1 else out
+
+
+def _check_text(text: object, where: str) -> None:
+    if not isinstance(text, str):
+        raise InputError(f"{where} must be a str (got {type(text).__name__} {_preview(text)})")
+    if not text.strip():
+        raise InputError(f"{where} is empty (got {text!r}); pass non-blank text or drop the item")
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _split_pairs(pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise InputError(
+            f"pairs must be a list of (query, document) pairs (got {type(pairs).__name__}); "
+            "e.g. [('what is a cat', 'A cat is a feline.')]"
+        )
+    queries: list[str] = []
+    docs: list[str] = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InputError(f"pairs[{i}] must be a (query, document) pair of two strings (got {_preview(pair)})")
+        _check_text(pair[0], f"pairs[{i}][0] (the query)")
+        _check_text(pair[1], f"pairs[{i}][1] (the document)")
+        queries.append(pair[0])
+        docs.append(pair[1])
+    return queries, docs
+
+
+def _parse_documents(documents: Sequence[Document], where: str) -> list[tuple[str, str, Mapping[str, Any] | None]]:
+    """Return ``(doc_id, text to score, original record or None)`` for each document."""
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+        raise InputError(
+            f"documents for {where} must be a list of strings or records (got {type(documents).__name__}); "
+            "wrap a single document in a list"
+        )
+    out: list[tuple[str, str, Mapping[str, Any] | None]] = []
+    seen: set[str] = set()
+    for i, doc in enumerate(documents):
+        label = f"documents[{i}]" if where == "query" else f"documents[{where}][{i}]"
+        if isinstance(doc, str):
+            _check_text(doc, label)
+            doc_id, text, record = str(i), doc, None
+        elif isinstance(doc, Mapping):
+            text = doc.get("text")
+            if not isinstance(text, str):
+                raise InputError(f"{label} needs a 'text' str field (got {_preview(text)} in {_preview(doc)})")
+            title = doc.get("title") or ""
+            if not isinstance(title, str):
+                raise InputError(f"{label} 'title' must be a str (got {type(title).__name__})")
+            text = f"{title} {text}" if title.strip() else text
+            _check_text(text, label)
+            raw_id = doc.get("id", doc.get("_id", i))
+            if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+                raise InputError(f"{label} 'id' must be a str or int (got {_preview(raw_id)})")
+            doc_id, record = str(raw_id), doc
+        else:
+            raise InputError(
+                f"{label} must be a str or a record with a 'text' field (got {type(doc).__name__} {_preview(doc)})"
+            )
+        if doc_id in seen:
+            raise InputError(f"{label} repeats doc id {doc_id!r}; ids must be unique within one query's documents")
+        seen.add(doc_id)
+        out.append((doc_id, text, record))
+    return out
