@@ -1,0 +1,341 @@
+"""``crossrank`` command line: thin commands that parse, make one library call, and format."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+
+import typer
+
+from crossrank.errors import CrossrankError, InputError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="crossrank",
+    help="Retrieve-and-rerank search with cross-encoders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List, convert and locate models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in name, model folder, .onnx file or hub id.")]
+BackendOpt = Annotated[str, typer.Option(help="onnx, torch, or auto (ONNX when the model has a graph).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="jsonl (default) or table.")]
+MaxLenOpt = Annotated[int | None, typer.Option(help="Most tokens per pair; the document is cut, the query kept.")]
+
+
+def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn crossrank and I/O errors into a one-line message and exit code 2, with no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (CrossrankError, OSError) as err:
+            msg = str(err).replace("\n", " ")
+            typer.echo(f"error: {msg}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO to stderr.")] = False) -> None:
+    _setup_logging(verbose)
+
+
+def _load(model: str, backend: str, max_length: int | None, progress: bool = True) -> Any:
+    from crossrank import CrossEncoder, ScoringConfig
+
+    if backend not in ("auto", "onnx", "torch"):
+        raise InputError(f"--backend must be auto, onnx or torch (got {backend!r})")
+    return CrossEncoder(model, backend=backend, config=ScoringConfig(max_length=max_length), progress=progress)  # type: ignore[arg-type]
+
+
+def _check_format(fmt: str) -> Literal["jsonl", "table"]:
+    if fmt not in ("jsonl", "table"):
+        raise InputError(f"--format must be jsonl or table (got {fmt!r})")
+    return fmt  # type: ignore[return-value]
+
+
+def _note_truncation(n: int, total: int, max_length: int) -> None:
+    if n:
+        typer.echo(
+            f"note: {n} of {total} pairs were truncated to max_length={max_length} tokens "
+            "(query kept, document cut)",
+            err=True,
+        )
+
+
+# ---------------------------------------------------------------------- rerank
+
+
+@app.command()
+@_cli_errors
+def rerank(
+    query: Annotated[str | None, typer.Argument(help="The query (single-query mode).")] = None,
+    documents: Annotated[list[str] | None, typer.Argument(help="Documents to rerank.")] = None,
+    documents_file: Annotated[
+        Path | None, typer.Option("--documents", "-d", help="JSONL of documents: {'id','text','title'?} or strings.")
+    ] = None,
+    corpus: Annotated[Path | None, typer.Option(help="Batch mode: BEIR corpus.jsonl.")] = None,
+    queries: Annotated[Path | None, typer.Option(help="Batch mode: BEIR queries.jsonl.")] = None,
+    run: Annotated[Path | None, typer.Option(help="Batch mode: first-stage TREC run.")] = None,
+    depth: Annotated[int, typer.Option(help="Batch mode: candidates reranked per query.")] = 100,
+    output: Annotated[Path | None, typer.Option(help="Batch mode: TREC run to write ('-' for stdout).")] = None,
+    k: Annotated[int | None, typer.Option(help="Results to keep per query (default: all).")] = None,
+    model: ModelOpt = "default",
+    backend: BackendOpt = "auto",
+    max_length: MaxLenOpt = None,
+    fmt: FormatOpt = "jsonl",
+    text: Annotated[bool, typer.Option("--text/--no-text", help="Include document text in the output.")] = False,
+    skip_missing: Annotated[
+        bool, typer.Option(help="Batch mode: skip (and count) run entries missing from the corpus or queries.")
+    ] = False,
+) -> None:
+    """Rerank documents for a query, or a whole first-stage run (batch mode)."""
+    batch = any(x is not None for x in (corpus, queries, run))
+    if batch:
+        if query is not None or documents or documents_file is not None:
+            raise InputError("batch mode (--corpus/--queries/--run) takes no query or documents arguments")
+        if corpus is None or queries is None or run is None or output is None:
+            raise InputError("batch mode needs all of --corpus, --queries, --run and --output")
+        if depth < 1:
+            raise InputError(f"--depth must be >= 1 (got {depth})")
+        _rerank_run(corpus, queries, run, depth, output, k, model, backend, max_length, skip_missing)
+        return
+    if not query:
+        raise InputError('give a query and documents: crossrank rerank "QUERY" "doc one" "doc two" (or --documents FILE)')
+    docs: list[Any] = list(documents or [])
+    if documents_file is not None:
+        from crossrank.io import read_jsonl
+
+        docs.extend(_documents_from_jsonl(documents_file, read_jsonl(documents_file)))
+    if not docs:
+        raise InputError("no documents to rerank; pass them as arguments or with --documents FILE")
+    style = _check_format(fmt)
+    ce = _load(model, backend, max_length)
+    ranking = ce.rerank(query, docs, k=k, return_text=True)
+    _note_truncation(ranking.num_truncated, len(docs), ce.config.max_length)
+    rows = [
+        {"rank": r, "index": h.index, "id": h.doc_id, "score": round(h.score, 6), **({"text": h.text} if text else {})}
+        for r, h in enumerate(ranking.hits, start=1)
+    ]
+    if style == "table":
+        _print_table(rows, title=f"{query}  ({ce.name})", text_rows=[h.text or "" for h in ranking.hits])
+    else:
+        _print_jsonl(rows)
+
+
+def _documents_from_jsonl(path: Path, records: Iterator[dict[str, Any]]) -> Iterator[Any]:
+    for i, rec in enumerate(records, start=1):
+        if "text" not in rec:
+            raise InputError(f"{path}: record {i} needs a 'text' field (got keys {sorted(rec)})")
+        if "_id" in rec and "id" not in rec:
+            rec = {**rec, "id": rec["_id"]}
+        yield rec
+
+
+def _rerank_run(
+    corpus_path: Path,
+    queries_path: Path,
+    run_path: Path,
+    depth: int,
+    output: Path,
+    k: int | None,
+    model: str,
+    backend: str,
+    max_length: int | None,
+    skip_missing: bool,
+) -> None:
+    from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run, write_trec_run
+
+    corpus = read_beir_corpus(corpus_path)
+    queries = read_beir_queries(queries_path)
+    run = read_trec_run(run_path)
+    missing_q = [q for q in run if q not in queries]
+    missing_d = sorted({d for q in run for d, _ in run[q][:depth] if d not in corpus})
+    if (missing_q or missing_d) and not skip_missing:
+        what = []
+        if missing_q:
+            what.append(f"{len(missing_q)} query ids not in {queries_path} (first: {missing_q[0]!r})")
+        if missing_d:
+            what.append(f"{len(missing_d)} doc ids not in {corpus_path} (first: {missing_d[0]!r})")
+        raise InputError(f"{run_path} names {' and '.join(what)}; fix the files or pass --skip-missing")
+    qids = [q for q in run if q in queries]
+    cands = [[corpus[d] for d, _ in run[q][:depth] if d in corpus] for q in qids]
+    keep = [i for i, c in enumerate(cands) if c]
+    ce = _load(model, backend, max_length)
+    rankings = ce.rerank_many([queries[qids[i]] for i in keep], [cands[i] for i in keep], k=k, query_ids=[qids[i] for i in keep])
+    total = sum(len(cands[i]) for i in keep)
+    if str(output) == "-":
+        written = write_trec_run(rankings, sys.stdout)
+    else:
+        tmp = output.with_name(output.name + ".partial")
+        with tmp.open("w", encoding="utf-8") as fh:
+            written = write_trec_run(rankings, fh)
+        tmp.replace(output)
+    _note_truncation(sum(r.num_truncated for r in rankings), total, ce.config.max_length)
+    skipped = f"; skipped {len(missing_q)} queries and {len(missing_d)} docs missing from the inputs" if (
+        missing_q or missing_d
+    ) else ""
+    typer.echo(f"reranked {total} pairs for {len(rankings)} queries; wrote {written} lines to {output}{skipped}", err=True)
+
+
+# ---------------------------------------------------------------------- score
+
+
+@app.command()
+@_cli_errors
+def score(
+    input_file: Annotated[Path, typer.Argument(help="JSONL of pairs: {'query','document'} or {'text_a','text_b'} or [a, b].")],
+    model: ModelOpt = "default",
+    backend: BackendOpt = "auto",
+    max_length: MaxLenOpt = None,
+    activation: Annotated[str | None, typer.Option(help="sigmoid, softmax or none (raw logits).")] = None,
+    fmt: FormatOpt = "jsonl",
+) -> None:
+    """Score each pair of a JSONL file; print one JSON object per pair, in input order."""
+    from crossrank.io import read_jsonl
+
+    style = _check_format(fmt)
+    if activation not in (None, "sigmoid", "softmax", "none"):
+        raise InputError(f"--activation must be sigmoid, softmax or none (got {activation!r})")
+    pairs = list(_pairs(input_file, _raw_lines(input_file, read_jsonl)))
+    if not pairs:
+        raise InputError(f"{input_file} holds no pairs")
+    ce = _load(model, backend, max_length)
+    result = ce.score_details(pairs, activation=activation)
+    _note_truncation(result.num_truncated, len(pairs), ce.config.max_length)
+    rows = []
+    for i, s in enumerate(result.scores.tolist()):
+        value: Any = round(s, 6) if isinstance(s, float) else {lab: round(v, 6) for lab, v in zip(ce.labels, s, strict=True)}
+        rows.append({"index": i, "score": value, "truncated": bool(result.truncated[i])})
+    if style == "table":
+        _print_table(rows, title=f"scores ({ce.name})", text_rows=[f"{q} | {d}" for q, d in pairs])
+    else:
+        _print_jsonl(rows)
+
+
+def _raw_lines(path: Path, reader: Callable[[Path], Iterator[dict[str, Any]]]) -> Iterator[Any]:
+    """Yield JSONL values, allowing arrays ([a, b]) as well as objects."""
+    try:
+        yield from reader(path)
+    except InputError as err:
+        if "must be a JSON object (got list)" not in str(err):
+            raise
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as jerr:
+                    raise InputError(f"{path}:{lineno} is not valid JSON ({jerr.msg}); fix that line") from jerr
+
+
+def _pairs(path: Path, values: Iterator[Any]) -> Iterator[tuple[str, str]]:
+    for i, v in enumerate(values, start=1):
+        if isinstance(v, list) and len(v) == 2:
+            yield v[0], v[1]
+            continue
+        if isinstance(v, dict):
+            for a, b in (("query", "document"), ("text_a", "text_b"), ("sentence1", "sentence2"), ("query", "text")):
+                if a in v and b in v:
+                    yield v[a], v[b]
+                    break
+            else:
+                raise InputError(f"{path}: record {i} needs 'query' and 'document' fields (got keys {sorted(v)})")
+            continue
+        raise InputError(f"{path}: record {i} must be an object or a [query, document] array (got {v!r:.60})")
+
+
+# ---------------------------------------------------------------------- models
+
+
+@models_app.callback()
+@_cli_errors
+def models_list(ctx: typer.Context) -> None:
+    """List the built-in models and where their files are."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from crossrank.errors import ModelError, ModelNotFoundError
+    from crossrank.models import BUILTINS
+
+    table = Table(title="built-in models")
+    for col in ("name", "aliases", "source", "files", "description"):
+        table.add_column(col, overflow="fold")
+    for m in BUILTINS.values():
+        try:
+            where = str(m.folder())
+        except (ModelNotFoundError, ModelError) as err:
+            where = f"unavailable: {err}"
+        table.add_row(m.name, ", ".join(m.aliases), f"{m.hf_id} via {m.package}=={m.version}", where, m.description)
+    Console().print(table)
+
+
+@models_app.command("convert")
+@_cli_errors
+def models_convert(
+    name: Annotated[str, typer.Argument(help="Built-in model name, e.g. default.")],
+    output: Annotated[Path, typer.Option(help="Folder to write the fp32 Hugging Face model to.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Write the fp32 Hugging Face folder (dequantized weights) of a built-in ONNX model."""
+    from crossrank.models.convert import convert_builtin
+
+    out = convert_builtin(name, output, overwrite=overwrite)
+    typer.echo(f"wrote {out} (loads with transformers, sentence-transformers and crossrank --backend torch)", err=True)
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _print_jsonl(rows: list[dict[str, Any]]) -> None:
+    out = sys.stdout
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _print_table(rows: list[dict[str, Any]], *, title: str, text_rows: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    keys = [k for k in rows[0] if k != "text"] if rows else []
+    for key in keys:
+        table.add_column(key, justify="right" if key in ("rank", "index", "score") else "left")
+    table.add_column("text", overflow="fold", ratio=1)
+    for row, txt in zip(rows, text_rows, strict=True):
+        table.add_row(*(str(row[key]) for key in keys), txt if len(txt) <= 300 else txt[:297] + "...")
+    Console().print(table)
+
+
+def main() -> None:
+    """Run the command line."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

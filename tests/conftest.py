@@ -1,0 +1,46 @@
+"""Shared fixtures: real data from ../shared/data, the real default model, tiny local models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CROSSRANK_SHARED", ROOT.parent / "shared")) / "data"
+DL19 = SHARED / "trec-dl-2019-passage"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep the optimized-graph cache inside the test session unless the caller set one.
+    os.environ.setdefault("CROSSRANK_CACHE", str(ROOT / ".cache" / "crossrank"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+@pytest.fixture(scope="session")
+def dl19() -> Path:
+    if not DL19.is_dir():
+        pytest.fail(f"shared data not found at {DL19}; set CROSSRANK_SHARED to the folder holding data/")
+    return DL19
+
+
+@pytest.fixture(scope="session")
+def default_model():  # type: ignore[no-untyped-def]
+    from crossrank import CrossEncoder
+
+    return CrossEncoder("default")
+
+
+@pytest.fixture(scope="session")
+def fp32_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from crossrank.models.convert import convert_builtin
+
+    return convert_builtin("default", tmp_path_factory.mktemp("convert") / "minilm-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tiny_models import build_all
+
+    return build_all(tmp_path_factory.mktemp("tiny"))
