@@ -124,8 +124,10 @@ def rerank(
             raise InputError(f"--depth must be >= 1 (got {depth})")
         _rerank_run(corpus, queries, run, depth, output, k, model, backend, max_length, skip_missing)
         return
-    if not query:
+    if query is None:
         raise InputError('give a query and documents: crossrank rerank "QUERY" "doc one" "doc two" (or --documents FILE)')
+    if not query.strip():
+        raise InputError(f"query is empty (got {query!r}); pass the query text as the first argument")
     docs: list[Any] = list(documents or [])
     if documents_file is not None:
         from crossrank.io import read_jsonl
@@ -273,25 +275,42 @@ def _pairs(path: Path, values: Iterator[Any]) -> Iterator[tuple[str, str]]:
 
 @models_app.callback()
 @_cli_errors
-def models_list(ctx: typer.Context) -> None:
+def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
     """List the built-in models and where their files are."""
     if ctx.invoked_subcommand is not None:
+        return
+    from crossrank.errors import ModelError, ModelNotFoundError
+    from crossrank.models import BUILTINS
+
+    style = _check_format(fmt)
+    rows = []
+    for m in BUILTINS.values():
+        try:
+            where, status = str(m.folder()), "ok (sha256 checked)"
+        except (ModelNotFoundError, ModelError) as err:
+            where, status = "", f"unavailable: {err}"
+        rows.append(
+            {
+                "name": m.name,
+                "aliases": list(m.aliases),
+                "source": m.hf_id,
+                "package": f"{m.package}=={m.version}",
+                "path": where,
+                "status": status,
+                "description": m.description,
+            }
+        )
+    if style == "jsonl":
+        _print_jsonl(rows)
         return
     from rich.console import Console
     from rich.table import Table
 
-    from crossrank.errors import ModelError, ModelNotFoundError
-    from crossrank.models import BUILTINS
-
     table = Table(title="built-in models")
-    for col in ("name", "aliases", "source", "files", "description"):
+    for col in ("name", "aliases", "source", "path", "status"):
         table.add_column(col, overflow="fold")
-    for m in BUILTINS.values():
-        try:
-            where = str(m.folder())
-        except (ModelNotFoundError, ModelError) as err:
-            where = f"unavailable: {err}"
-        table.add_row(m.name, ", ".join(m.aliases), f"{m.hf_id} via {m.package}=={m.version}", where, m.description)
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["aliases"]), f"{r['source']} via {r['package']}", r["path"], r["status"])
     Console().print(table)
 
 
