@@ -67,7 +67,9 @@ def test_rerank_orders_best_first_and_carries_records(default_model: CrossEncode
 
 
 def test_titles_are_scored_with_text(default_model: CrossEncoder) -> None:
-    with_title = default_model.rerank("capital of france", [{"id": "a", "title": "Paris", "text": "It is a city."}], return_text=True)
+    with_title = default_model.rerank(
+        "capital of france", [{"id": "a", "title": "Paris", "text": "It is a city."}], return_text=True
+    )
     assert with_title.hits[0].text == "Paris It is a city."
 
 
@@ -94,7 +96,9 @@ def test_duplicate_texts_tie_in_input_order(default_model: CrossEncoder) -> None
 
 
 def test_rerank_many_matches_rerank(default_model: CrossEncoder) -> None:
-    many = default_model.rerank_many(["what is a cat", "capital of france"], [DOCS, DOCS[:3]], k=2, query_ids=["a", "b"])
+    many = default_model.rerank_many(
+        ["what is a cat", "capital of france"], [DOCS, DOCS[:3]], k=2, query_ids=["a", "b"]
+    )
     assert [r.query_id for r in many] == ["a", "b"]
     one = default_model.rerank("capital of france", DOCS[:3], k=2)
     assert many[1].doc_ids() == one.doc_ids()
@@ -134,7 +138,9 @@ def test_multilabel_head_uses_id2label_and_softmax(tiny_models: dict[str, Path])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     with pytest.raises(ConfigError, match="relevance_label"):
         nli.rerank("A man is eating.", ["Someone eats.", "Nobody eats."])
-    ranker = CrossEncoder(tiny_models["xlm-roberta"], backend="torch", config=ScoringConfig(relevance_label="entailment"))
+    ranker = CrossEncoder(
+        tiny_models["xlm-roberta"], backend="torch", config=ScoringConfig(relevance_label="entailment")
+    )
     ranking = ranker.rerank("A man is eating.", ["Someone eats.", "Nobody eats."])
     assert [h.score for h in ranking.hits] == sorted(probs[:, 1].tolist(), reverse=True)
 

@@ -44,12 +44,16 @@ def test_score_rejects_bad_pairs(default_model: CrossEncoder, pairs: object, fra
         ("q", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], r"documents\[1\] repeats doc id 'a'"),
     ],
 )
-def test_rerank_rejects_bad_documents(default_model: CrossEncoder, query: object, docs: list[object], fragment: str) -> None:
+def test_rerank_rejects_bad_documents(
+    default_model: CrossEncoder, query: object, docs: list[object], fragment: str
+) -> None:
     with pytest.raises(InputError, match=fragment):
         default_model.rerank(query, docs)  # type: ignore[arg-type]
 
 
-def test_a_1mb_document_is_truncated_and_reported(default_model: CrossEncoder, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_1mb_document_is_truncated_and_reported(
+    default_model: CrossEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
     huge = ("cats are mammals and " * 50_000)[:1_000_000]
     start = time.perf_counter()
     ranking = default_model.rerank("what is a cat", [huge, "A cat is a feline."])
@@ -76,7 +80,10 @@ def test_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_model_lists_the_builtins() -> None:
-    with pytest.raises(ModelNotFoundError, match=r"no model called 'nope': it is not a built-in \(ms-marco-MiniLM-L-12-v2, default"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"no model called 'nope': it is not a built-in \(ms-marco-MiniLM-L-12-v2, default",
+    ):
         CrossEncoder("nope")
 
 
@@ -145,7 +152,10 @@ def _cli(*args: str, env_block_torch: bool = False) -> subprocess.CompletedProce
         (["rerank", "q", "fine", "  "], "documents[1] is empty"),
         (["rerank", "q", "doc", "--model", "nope"], "no model called 'nope'"),
         (["rerank", "q"], "no documents to rerank"),
-        (["rerank", "--corpus", "c.jsonl"], "batch mode needs all of --corpus, --queries, --run and --output"),
+        (
+            ["rerank", "--corpus", "c.jsonl"],
+            "batch mode needs all of --corpus, --queries, --run and --output",
+        ),
         (["score", "missing.jsonl"], "cannot open missing.jsonl"),
     ],
 )

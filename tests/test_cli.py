@@ -26,8 +26,17 @@ def test_rerank_batch_mode_writes_a_trec_run(dl19: Path, tmp_path: Path, default
     )
     out = tmp_path / "reranked.trec"
     res = crossrank(
-        "rerank", "--corpus", str(dl19 / "corpus.jsonl"), "--queries", str(dl19 / "queries.jsonl"),
-        "--run", str(small_run), "--depth", "20", "--output", str(out),
+        "rerank",
+        "--corpus",
+        str(dl19 / "corpus.jsonl"),
+        "--queries",
+        str(dl19 / "queries.jsonl"),
+        "--run",
+        str(small_run),
+        "--depth",
+        "20",
+        "--output",
+        str(out),
     )
     assert res.returncode == 0, res.stderr
     assert "reranked 80 pairs for 4 queries; wrote 80 lines" in res.stderr
@@ -37,7 +46,9 @@ def test_rerank_batch_mode_writes_a_trec_run(dl19: Path, tmp_path: Path, default
     corpus = read_beir_corpus(dl19 / "corpus.jsonl")
     queries = read_beir_queries(dl19 / "queries.jsonl")
     # the command is one library call: the same rankings as rerank_many on the same candidates
-    expected = default_model.rerank_many([queries[q] for q in qids], [[corpus[d] for d, _ in run[q][:20]] for q in qids])
+    expected = default_model.rerank_many(
+        [queries[q] for q in qids], [[corpus[d] for d, _ in run[q][:20]] for q in qids]
+    )
     for q, ranking in zip(qids, expected, strict=True):
         assert {d for d, _ in reranked[q]} == {d for d, _ in run[q][:20]}  # only the top `depth` candidates
         ranks = [int(p[3]) for p in lines if p[0] == q]
@@ -49,7 +60,17 @@ def test_rerank_batch_mode_reports_missing_ids(dl19: Path, tmp_path: Path) -> No
     bad_run = tmp_path / "run.trec"
     bad_run.write_text("19335 Q0 nosuchdoc 1 3.0 x\n19335 Q0 8412684 2 2.0 x\n", encoding="utf-8")
     out = tmp_path / "out.trec"
-    args = ["rerank", "--corpus", str(dl19 / "corpus.jsonl"), "--queries", str(dl19 / "queries.jsonl"), "--run", str(bad_run), "--output", str(out)]
+    args = [
+        "rerank",
+        "--corpus",
+        str(dl19 / "corpus.jsonl"),
+        "--queries",
+        str(dl19 / "queries.jsonl"),
+        "--run",
+        str(bad_run),
+        "--output",
+        str(out),
+    ]
     res = crossrank(*args)
     assert res.returncode == 2 and "1 doc ids not in" in res.stderr and "--skip-missing" in res.stderr
     assert not out.exists()
@@ -61,14 +82,16 @@ def test_rerank_batch_mode_reports_missing_ids(dl19: Path, tmp_path: Path) -> No
 def test_rerank_single_query_jsonl_and_table(tmp_path: Path) -> None:
     docs = tmp_path / "docs.jsonl"
     docs.write_text(
-        json.dumps({"id": "p", "text": "Paris is the capital of France."}) + "\n"
-        + json.dumps({"_id": "c", "title": "Cats", "text": "A cat is a small feline."}) + "\n",
+        json.dumps({"id": "p", "text": "Paris is the capital of France."})
+        + "\n"
+        + json.dumps({"_id": "c", "title": "Cats", "text": "A cat is a small feline."})
+        + "\n",
         encoding="utf-8",
     )
     res = crossrank("rerank", "what is a cat", "Dogs bark.", "--documents", str(docs), "--text")
     assert res.returncode == 0, res.stderr
     rows = [json.loads(x) for x in res.stdout.splitlines()]
-    assert [r["id"] for r in rows][0] == "c" and rows[0]["rank"] == 1 and rows[0]["text"] == "Cats A cat is a small feline."
+    assert rows[0]["id"] == "c" and rows[0]["rank"] == 1 and rows[0]["text"] == "Cats A cat is a small feline."
     assert {r["index"] for r in rows} == {0, 1, 2}
     table = crossrank("rerank", "what is a cat", "Dogs bark.", "A cat is a feline.", "--format", "table", "--k", "1")
     assert table.returncode == 0 and "A cat is a feline." in table.stdout and "Dogs bark." not in table.stdout
@@ -77,8 +100,10 @@ def test_rerank_single_query_jsonl_and_table(tmp_path: Path) -> None:
 def test_score_command(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(
-        json.dumps({"query": "what is a cat", "document": "A cat is a feline."}) + "\n"
-        + json.dumps({"query": "what is a cat", "document": "Paris is in France."}) + "\n",
+        json.dumps({"query": "what is a cat", "document": "A cat is a feline."})
+        + "\n"
+        + json.dumps({"query": "what is a cat", "document": "Paris is in France."})
+        + "\n",
         encoding="utf-8",
     )
     res = crossrank("score", str(pairs))

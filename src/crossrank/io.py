@@ -39,7 +39,7 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise InputError(
-                    f"{p}:{lineno} is not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+                    f"{p}:{lineno} is not valid UTF-8 (byte {err.start}: {raw[err.start : err.start + 1]!r}); "
                     "re-save the file as UTF-8"
                 ) from err
             if not line.strip():
@@ -47,7 +47,9 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise InputError(f"{p}:{lineno} is not valid JSON ({err.msg} at column {err.colno}); fix that line") from err
+                raise InputError(
+                    f"{p}:{lineno} is not valid JSON ({err.msg} at column {err.colno}); fix that line"
+                ) from err
             if not isinstance(obj, dict):
                 raise InputError(f"{p}:{lineno} must be a JSON object (got {type(obj).__name__})")
             yield obj

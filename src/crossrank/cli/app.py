@@ -60,7 +60,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO to stderr.")] = False) -> None:
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO to stderr.")] = False,
+) -> None:
     _setup_logging(verbose)
 
 
@@ -81,8 +83,7 @@ def _check_format(fmt: str) -> Literal["jsonl", "table"]:
 def _note_truncation(n: int, total: int, max_length: int) -> None:
     if n:
         typer.echo(
-            f"note: {n} of {total} pairs were truncated to max_length={max_length} tokens "
-            "(query kept, document cut)",
+            f"note: {n} of {total} pairs were truncated to max_length={max_length} tokens (query kept, document cut)",
             err=True,
         )
 
@@ -96,7 +97,8 @@ def rerank(
     query: Annotated[str | None, typer.Argument(help="The query (single-query mode).")] = None,
     documents: Annotated[list[str] | None, typer.Argument(help="Documents to rerank.")] = None,
     documents_file: Annotated[
-        Path | None, typer.Option("--documents", "-d", help="JSONL of documents: {'id','text','title'?} or strings.")
+        Path | None,
+        typer.Option("--documents", "-d", help="JSONL of documents: {'id','text','title'?} or strings."),
     ] = None,
     corpus: Annotated[Path | None, typer.Option(help="Batch mode: BEIR corpus.jsonl.")] = None,
     queries: Annotated[Path | None, typer.Option(help="Batch mode: BEIR queries.jsonl.")] = None,
@@ -110,7 +112,8 @@ def rerank(
     fmt: FormatOpt = "jsonl",
     text: Annotated[bool, typer.Option("--text/--no-text", help="Include document text in the output.")] = False,
     skip_missing: Annotated[
-        bool, typer.Option(help="Batch mode: skip (and count) run entries missing from the corpus or queries.")
+        bool,
+        typer.Option(help="Batch mode: skip (and count) run entries missing from the corpus or queries."),
     ] = False,
 ) -> None:
     """Rerank documents for a query, or a whole first-stage run (batch mode)."""
@@ -125,7 +128,9 @@ def rerank(
         _rerank_run(corpus, queries, run, depth, output, k, model, backend, max_length, skip_missing)
         return
     if query is None:
-        raise InputError('give a query and documents: crossrank rerank "QUERY" "doc one" "doc two" (or --documents FILE)')
+        raise InputError(
+            'give a query and documents: crossrank rerank "QUERY" "doc one" "doc two" (or --documents FILE)'
+        )
     if not query.strip():
         raise InputError(f"query is empty (got {query!r}); pass the query text as the first argument")
     docs: list[Any] = list(documents or [])
@@ -140,7 +145,13 @@ def rerank(
     ranking = ce.rerank(query, docs, k=k, return_text=True)
     _note_truncation(ranking.num_truncated, len(docs), ce.config.max_length)
     rows = [
-        {"rank": r, "index": h.index, "id": h.doc_id, "score": round(h.score, 6), **({"text": h.text} if text else {})}
+        {
+            "rank": r,
+            "index": h.index,
+            "id": h.doc_id,
+            "score": round(h.score, 6),
+            **({"text": h.text} if text else {}),
+        }
         for r, h in enumerate(ranking.hits, start=1)
     ]
     if style == "table":
@@ -188,7 +199,9 @@ def _rerank_run(
     cands = [[corpus[d] for d, _ in run[q][:depth] if d in corpus] for q in qids]
     keep = [i for i, c in enumerate(cands) if c]
     ce = _load(model, backend, max_length)
-    rankings = ce.rerank_many([queries[qids[i]] for i in keep], [cands[i] for i in keep], k=k, query_ids=[qids[i] for i in keep])
+    rankings = ce.rerank_many(
+        [queries[qids[i]] for i in keep], [cands[i] for i in keep], k=k, query_ids=[qids[i] for i in keep]
+    )
     total = sum(len(cands[i]) for i in keep)
     if str(output) == "-":
         written = write_trec_run(rankings, sys.stdout)
@@ -198,10 +211,15 @@ def _rerank_run(
             written = write_trec_run(rankings, fh)
         tmp.replace(output)
     _note_truncation(sum(r.num_truncated for r in rankings), total, ce.config.max_length)
-    skipped = f"; skipped {len(missing_q)} queries and {len(missing_d)} docs missing from the inputs" if (
-        missing_q or missing_d
-    ) else ""
-    typer.echo(f"reranked {total} pairs for {len(rankings)} queries; wrote {written} lines to {output}{skipped}", err=True)
+    skipped = (
+        f"; skipped {len(missing_q)} queries and {len(missing_d)} docs missing from the inputs"
+        if (missing_q or missing_d)
+        else ""
+    )
+    typer.echo(
+        f"reranked {total} pairs for {len(rankings)} queries; wrote {written} lines to {output}{skipped}",
+        err=True,
+    )
 
 
 # ---------------------------------------------------------------------- score
@@ -210,7 +228,9 @@ def _rerank_run(
 @app.command()
 @_cli_errors
 def score(
-    input_file: Annotated[Path, typer.Argument(help="JSONL of pairs: {'query','document'} or {'text_a','text_b'} or [a, b].")],
+    input_file: Annotated[
+        Path, typer.Argument(help="JSONL of pairs: {'query','document'} or {'text_a','text_b'} or [a, b].")
+    ],
     model: ModelOpt = "default",
     backend: BackendOpt = "auto",
     max_length: MaxLenOpt = None,
@@ -231,7 +251,9 @@ def score(
     _note_truncation(result.num_truncated, len(pairs), ce.config.max_length)
     rows = []
     for i, s in enumerate(result.scores.tolist()):
-        value: Any = round(s, 6) if isinstance(s, float) else {lab: round(v, 6) for lab, v in zip(ce.labels, s, strict=True)}
+        value: Any = (
+            round(s, 6) if isinstance(s, float) else {lab: round(v, 6) for lab, v in zip(ce.labels, s, strict=True)}
+        )
         rows.append({"index": i, "score": value, "truncated": bool(result.truncated[i])})
     if style == "table":
         _print_table(rows, title=f"scores ({ce.name})", text_rows=[f"{q} | {d}" for q, d in pairs])
@@ -260,7 +282,12 @@ def _pairs(path: Path, values: Iterator[Any]) -> Iterator[tuple[str, str]]:
             yield v[0], v[1]
             continue
         if isinstance(v, dict):
-            for a, b in (("query", "document"), ("text_a", "text_b"), ("sentence1", "sentence2"), ("query", "text")):
+            for a, b in (
+                ("query", "document"),
+                ("text_a", "text_b"),
+                ("sentence1", "sentence2"),
+                ("query", "text"),
+            ):
                 if a in v and b in v:
                     yield v[a], v[b]
                     break
@@ -283,7 +310,7 @@ def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
     from crossrank.models import BUILTINS
 
     style = _check_format(fmt)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for m in BUILTINS.values():
         try:
             where, status = str(m.folder()), "ok (sha256 checked)"
@@ -325,7 +352,10 @@ def models_convert(
     from crossrank.models.convert import convert_builtin
 
     out = convert_builtin(name, output, overwrite=overwrite)
-    typer.echo(f"wrote {out} (loads with transformers, sentence-transformers and crossrank --backend torch)", err=True)
+    typer.echo(
+        f"wrote {out} (loads with transformers, sentence-transformers and crossrank --backend torch)",
+        err=True,
+    )
 
 
 # ---------------------------------------------------------------------- output

@@ -9,7 +9,10 @@ __all__ = ["cache_dir"]
 
 
 def cache_dir() -> Path:
-    """Return the cache folder: ``$CROSSRANK_CACHE``, else ``$XDG_CACHE_HOME/crossrank``, else ``~/.cache/crossrank``."""
+    """Return the cache folder.
+
+    It is ``$CROSSRANK_CACHE`` if set, else ``$XDG_CACHE_HOME/crossrank``, else ``~/.cache/crossrank``.
+    """
     env = os.environ.get("CROSSRANK_CACHE")
     if env:
         return Path(env).expanduser()

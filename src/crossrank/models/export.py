@@ -14,7 +14,14 @@ from crossrank.rerank.backends import uses_token_types
 
 __all__ = ["export_onnx"]
 
-_COPY = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "crossrank.json")
+_COPY = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "crossrank.json",
+)
 
 
 def export_onnx(source: str | Path, output: str | Path, *, opset: int = 17, overwrite: bool = False) -> Path:
@@ -50,7 +57,7 @@ def export_onnx(source: str | Path, output: str | Path, *, opset: int = 17, over
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
-    class _Logits(torch.nn.Module):  # type: ignore[misc]
+    class _Logits(torch.nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner

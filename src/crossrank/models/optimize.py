@@ -70,7 +70,9 @@ def dequantize_graph(onnx_file: str | Path) -> Any:
             table = gather.input[0]
             w_name = table[: -len("_quantized")] + "_fp32"
             new_inits.append(numpy_helper.from_array(deq(table, node.input[1], node.input[2]), w_name))
-            new_nodes[id(node)] = helper.make_node("Gather", [w_name, gather.input[1]], [node.output[0]], name=node.name)
+            new_nodes[id(node)] = helper.make_node(
+                "Gather", [w_name, gather.input[1]], [node.output[0]], name=node.name
+            )
             drop.add(id(gather))
     nodes = [new_nodes.get(id(n), n) for n in graph.node if id(n) not in drop]
     used = {i for n in nodes for i in n.input}

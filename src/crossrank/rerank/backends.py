@@ -117,9 +117,7 @@ class TorchBackend:
         transformers = require("transformers", feature="backend 'torch'")
         torch.set_num_threads(threads or default_threads())
         try:
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(folder), dtype=torch.float32
-            )
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
         except (OSError, ValueError, KeyError) as err:
             raise ModelError(f"transformers cannot load {folder} ({err})") from err
         self.model = model.eval()
@@ -143,4 +141,5 @@ class TorchBackend:
             kwargs["token_type_ids"] = torch.from_numpy(token_type_ids)
         with torch.inference_mode():
             logits = self.model(**kwargs).logits
-        return logits.float().numpy().reshape(input_ids.shape[0], -1)
+        out: npt.NDArray[np.float32] = logits.float().numpy().reshape(input_ids.shape[0], -1)
+        return out

@@ -103,9 +103,7 @@ class CrossEncoder:
         """
         return self.score_details(pairs, activation=activation).scores
 
-    def score_details(
-        self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None
-    ) -> ScoredPairs:
+    def score_details(self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None) -> ScoredPairs:
         """Return scores with, for each pair, whether it was truncated and how many tokens it used.
 
         Raises:
@@ -280,7 +278,11 @@ class CrossEncoder:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn(),
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("pairs"),
+            TimeRemainingColumn(),
             transient=True,
         )
         task = bar.add_task("score", total=total)
@@ -353,7 +355,8 @@ def _activate(logits: npt.NDArray[np.float32], act: Activation) -> npt.NDArray[n
     else:
         out = x
     out = out.astype(np.float32, copy=False)
-    return out[:, 0] if out.shape[1] == 1 else out
+    result: npt.NDArray[np.float32] = out[:, 0] if out.shape[1] == 1 else out
+    return result
 
 
 def _check_text(text: object, where: str) -> None:
@@ -401,13 +404,13 @@ def _parse_documents(documents: Sequence[Document], where: str) -> list[tuple[st
             _check_text(doc, label)
             doc_id, text, record = str(i), doc, None
         elif isinstance(doc, Mapping):
-            text = doc.get("text")
-            if not isinstance(text, str):
-                raise InputError(f"{label} needs a 'text' str field (got {_preview(text)} in {_preview(doc)})")
+            raw_text = doc.get("text")
+            if not isinstance(raw_text, str):
+                raise InputError(f"{label} needs a 'text' str field (got {_preview(raw_text)} in {_preview(doc)})")
             title = doc.get("title") or ""
             if not isinstance(title, str):
                 raise InputError(f"{label} 'title' must be a str (got {type(title).__name__})")
-            text = f"{title} {text}" if title.strip() else text
+            text = f"{title} {raw_text}" if title.strip() else raw_text
             _check_text(text, label)
             raw_id = doc.get("id", doc.get("_id", i))
             if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):

@@ -124,7 +124,7 @@ class PairEncoder:
         # A cut document whose cut part already fits was made of very long tokens: encode it whole.
         redo = np.flatnonzero(precut & ~truncated)
         if redo.size:
-            whole = self._tok.encode_batch([(queries[i], documents[i]) for i in redo])
+            whole = self._tok.encode_batch([(queries[i], documents[i]) for i in redo.tolist()])
             for i, e in zip(redo.tolist(), whole, strict=True):
                 encs[i] = e
                 truncated[i] = len(e.overflowing) > 0
