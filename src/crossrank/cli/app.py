@@ -358,6 +358,54 @@ def models_convert(
     )
 
 
+@models_app.command("export")
+@_cli_errors
+def models_export(
+    source: Annotated[str, typer.Argument(help="Hugging Face cross-encoder: folder or hub id.")],
+    output: Annotated[Path, typer.Option(help="Folder to write the optimised model to.")],
+    quantize: Annotated[str, typer.Option(help="int8 (static for OpenVINO, dynamic for ONNX Runtime), bf16 or none.")] = "int8",
+    check_data: Annotated[
+        Path | None, typer.Option(help="BEIR folder (corpus, queries, qrels) to check the export against the source.")
+    ] = None,
+    check_run: Annotated[Path | None, typer.Option(help="First-stage TREC run whose candidates are compared.")] = None,
+    check_queries: Annotated[int, typer.Option(help="Queries of the run to compare.")] = 43,
+    depth: Annotated[int, typer.Option(help="Candidates per query to compare.")] = 100,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Export a Hugging Face cross-encoder to an optimised ONNX/OpenVINO folder, then check it against the source."""
+    from crossrank.models.export import export_optimized
+
+    if (check_data is None) != (check_run is None):
+        raise InputError("--check-data and --check-run go together")
+    out = export_optimized(source, output, quantize=quantize, overwrite=overwrite)
+    typer.echo(f"wrote {out}", err=True)
+    if check_data is None or check_run is None:
+        return
+    from crossrank import CrossEncoder
+    from crossrank.evaluate.agreement import agreement
+    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+
+    corpus = read_beir_corpus(check_data / "corpus.jsonl")
+    queries = read_beir_queries(check_data / "queries.jsonl")
+    run = read_trec_run(check_run)
+    qids = [q for q in run if q in queries][:check_queries]
+    cands = [[corpus[d] for d, _ in run[q][:depth] if d in corpus] for q in qids]
+    qtexts = [queries[q] for q in qids]
+
+    def scores(ce: Any) -> dict[str, dict[str, float]]:
+        rankings = ce.rerank_many(qtexts, cands, query_ids=qids)
+        return {r.query_id: {h.doc_id: h.score for h in r.hits} for r in rankings}
+
+    reference = scores(CrossEncoder(source, backend="torch", progress=True))
+    exported = CrossEncoder(out, progress=True)
+    candidate = scores(exported)
+    qrels_file = check_data / "qrels" / "test.tsv"
+    report = agreement(reference, candidate, read_qrels(qrels_file) if qrels_file.is_file() else None)
+    result = {"output": str(out), "backend": exported.backend_name, "quantize": quantize, **report.to_dict()}
+    (out / "export_check.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _print_jsonl([result])
+
+
 # ---------------------------------------------------------------------- output
 
 

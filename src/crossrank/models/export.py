@@ -92,3 +92,76 @@ def export_onnx(source: str | Path, output: str | Path, *, opset: int = 17, over
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def export_optimized(
+    source: str | Path,
+    output: str | Path,
+    *,
+    quantize: str = "int8",
+    calibration: tuple[list[str], list[str]] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Turn a Hugging Face cross-encoder into an optimised folder for crossrank; return the folder.
+
+    The folder holds ``model.onnx`` (for ONNX Runtime) and ``model.xml``/``model.bin`` (for OpenVINO,
+    which ``backend="auto"`` prefers), with the tokenizer and config:
+
+    - ``quantize="int8"``: OpenVINO static int8 (NNCF, calibrated on ``calibration`` pairs or on
+      :func:`~crossrank.models.calibration.stdlib_pairs`) and ONNX Runtime dynamic int8;
+    - ``quantize="bf16"``: fp32 graphs that OpenVINO runs in bf16;
+    - ``quantize="none"``: fp32 graphs, run in fp32.
+
+    Raises:
+        ConfigError: ``quantize`` is not one of the three.
+        MissingDependencyError: torch/transformers (export) or openvino/nncf is missing.
+    """
+    import json as _json
+
+    from crossrank.errors import ConfigError
+    from crossrank.models.optimize import quantize_openvino
+    from crossrank.models.source import resolve
+
+    if quantize not in ("int8", "bf16", "none"):
+        raise ConfigError(f"quantize must be 'int8', 'bf16' or 'none' (got {quantize!r})")
+    out = Path(output)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"output folder {out} is not empty; choose another folder or pass overwrite")
+    files = resolve(source)
+    work = out.with_name(out.name + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        plain = export_onnx(source, work / "fp32")
+        max_length = int(files.config.get("max_position_embeddings", 512) or 512)
+        if files.config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+            max_length -= 2
+        max_length = min(max_length, 512)
+        final = work / "final"
+        if quantize == "int8":
+            quantize_openvino(
+                plain / "model.onnx", final, tokenizer_file=plain / "tokenizer.json", max_length=max_length,
+                calibration=calibration,
+            )
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(plain / "model.onnx"), str(final / "model.onnx"), weight_type=QuantType.QInt8)
+            settings: dict[str, Any] = {"scoring": {"precision": "auto"}}
+        else:
+            ov = require("openvino", feature="OpenVINO export")
+            final.mkdir(parents=True)
+            shutil.copy2(plain / "model.onnx", final / "model.onnx")
+            ov.save_model(ov.Core().read_model(str(plain / "model.onnx")), str(final / "model.xml"), compress_to_fp16=False)
+            settings = {"scoring": {"precision": "bf16" if quantize == "bf16" else "fp32"}}
+        for f in plain.iterdir():
+            if f.suffix != ".onnx" and not (final / f.name).exists():
+                shutil.copy2(f, final / f.name)
+        saved = _json.loads((final / "crossrank.json").read_text()) if (final / "crossrank.json").is_file() else {}
+        saved.update(settings)
+        saved["export"] = {"source": str(source), "quantize": quantize}
+        (final / "crossrank.json").write_text(_json.dumps(saved, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        final.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from crossrank.errors import ModelError, ModelNotFoundError
 
 __all__ = ["BUILTINS", "BuiltinModel", "builtin_names", "lookup"]
+
+log = logging.getLogger(__name__)
 
 # Architecture of cross-encoder/ms-marco-MiniLM-L-12-v2 (MiniLM-L12-H384, BERT layout).
 _MINILM_L12_CONFIG: dict[str, Any] = {
@@ -119,12 +122,39 @@ class BuiltinModel:
 
         target = cache_dir() / "builtin" / f"{self.name}-{digest}-ort{onnxruntime.__version__}-{variant}.onnx"
         if not target.is_file():
+            log.info("building the fused %s ONNX graph of %s into %s (once)", variant, self.name, target)
             optimize_graph(
                 source,
                 target,
                 num_heads=int(self.hf_config["num_attention_heads"]),
                 hidden_size=int(self.hf_config["hidden_size"]),
                 quantize="int8" if variant == "int8" else "none",
+            )
+        return target
+
+
+    def openvino_int8(self) -> Path:
+        """Return the folder of this model's static int8 OpenVINO graph, building it once into the cache.
+
+        Raises:
+            MissingDependencyError: openvino or nncf is not installed.
+            ModelError: the graph cannot be built.
+        """
+        import sys
+
+        from crossrank.models.cache import cache_dir
+        from crossrank.models.optimize import quantize_openvino
+
+        folder = self.folder()
+        py = f"py{sys.version_info.major}{sys.version_info.minor}"  # calibration text comes from the stdlib
+        target = cache_dir() / "builtin" / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-cal600-{py}"
+        if not (target / "model.xml").is_file():
+            log.info("building the static int8 OpenVINO graph of %s into %s (once, about a minute)", self.name, target)
+            quantize_openvino(
+                folder / "model.onnx",
+                target,
+                tokenizer_file=folder / "tokenizer.json",
+                max_length=int(self.hf_config["max_position_embeddings"]),
             )
         return target
 

@@ -58,18 +58,31 @@ class ModelFiles:
     tokenizer_file: Path
     onnx_file: Path | None
     has_weights: bool
+    openvino_file: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     builtin: str | None = None
 
-    def pick_backend(self, backend: Literal["auto", "onnx", "torch"]) -> Literal["onnx", "torch"]:
-        """Return the backend to use: ONNX when the model has a graph, else torch.
+    def pick_backend(self, backend: BackendName) -> Literal["onnx", "torch", "openvino"]:
+        """Return the backend to use.
+
+        ``"auto"`` picks OpenVINO for built-ins when it is installed (the fastest engine measured on
+        CPUs), then an OpenVINO IR if the folder has one, then ONNX Runtime for an ONNX graph, then torch.
 
         Raises:
             ModelError: the asked backend cannot run these files.
         """
         if backend == "auto":
+            if (self.builtin or self.openvino_file) and _has_openvino():
+                return "openvino"
             return "onnx" if self.onnx_file is not None else "torch"
+        if backend == "openvino":
+            if self.openvino_file is None and self.onnx_file is None:
+                raise ModelError(
+                    f"model {self.name!r} has no ONNX graph or OpenVINO IR in {self.folder}; export one with "
+                    "`crossrank models export`"
+                )
+            return "openvino"
         if backend == "onnx" and self.onnx_file is None:
             raise ModelError(
                 f"model {self.name!r} has no ONNX graph (no model.onnx in {self.folder}); use backend='torch' "
@@ -82,6 +95,15 @@ class ModelFiles:
                 + (f", or convert it: crossrank models convert {self.builtin} --output DIR" if self.builtin else "")
             )
         return backend
+
+
+BackendName = Literal["auto", "onnx", "torch", "openvino"]
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
 
 
 def resolve(source: str | os.PathLike[str]) -> ModelFiles:
@@ -106,7 +128,7 @@ def resolve(source: str | os.PathLike[str]) -> ModelFiles:
             name=text,
             folder=folder,
             tokenizer_file=folder / "tokenizer.json",
-            onnx_file=builtin.optimized_onnx("int8"),
+            onnx_file=folder / "model.onnx",
             has_weights=False,
             config=dict(builtin.hf_config),
             builtin=builtin.name,
@@ -134,12 +156,16 @@ def _from_path(path: Path, *, name: str) -> ModelFiles:
             if candidate.is_file():
                 onnx_file = candidate
                 break
+    openvino_file = next(
+        (f for f in (folder / "model.xml", folder / "openvino_model.xml", folder / "openvino" / "model.xml") if f.is_file()),
+        None,
+    )
     config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     settings = _read_json(folder / "crossrank.json") if (folder / "crossrank.json").is_file() else {}
     has_weights = any((folder / w).is_file() for w in _WEIGHT_FILES)
-    if onnx_file is None and not has_weights:
+    if onnx_file is None and not has_weights and openvino_file is None:
         raise ModelError(
-            f"model folder {folder} holds no model: expected model.onnx, onnx/model.onnx, "
+            f"model folder {folder} holds no model: expected model.onnx, onnx/model.onnx, model.xml (OpenVINO), "
             "model.safetensors or pytorch_model.bin"
         )
     if has_weights and not config:
@@ -150,6 +176,7 @@ def _from_path(path: Path, *, name: str) -> ModelFiles:
         tokenizer_file=_tokenizer_file(folder),
         onnx_file=onnx_file,
         has_weights=has_weights,
+        openvino_file=openvino_file,
         config=config,
         settings=settings,
     )

@@ -31,6 +31,12 @@ class ScoringConfig:
         window_stride: tokens between window starts; ``None`` is half a window.
         window_aggregate: how window scores make a document score: ``"max"``, ``"first"``, ``"mean"``.
         threads: intra-op threads; ``None`` uses every core this process may use.
+        instances: engine instances (ONNX Runtime sessions) that run batches side by side, the
+            cores split between them; for machines with many cores. OpenVINO sizes its own streams.
+        precision: OpenVINO's precision for non-quantized ops: ``"auto"`` (bf16 on CPUs with native
+            bf16, else fp32), ``"fp32"`` or ``"bf16"``.
+        cache_size: how many (query, document) scores to keep in an in-memory LRU cache; 0 is off.
+        cache_dir: a folder for a persistent score cache (SQLite) shared across runs; ``None`` is off.
     """
 
     max_length: int | None = None
@@ -42,6 +48,10 @@ class ScoringConfig:
     window_stride: int | None = None
     window_aggregate: Literal["max", "first", "mean"] = "max"
     threads: int | None = None
+    instances: int = 1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    cache_size: int = 0
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_length is not None and not 8 <= self.max_length <= 32768:
@@ -60,6 +70,12 @@ class ScoringConfig:
             raise ConfigError(f"window_aggregate must be 'max', 'first' or 'mean' (got {self.window_aggregate!r})")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (got {self.threads})")
+        if self.instances < 1:
+            raise ConfigError(f"instances must be >= 1 (got {self.instances})")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16' (got {self.precision!r})")
+        if self.cache_size < 0:
+            raise ConfigError(f"cache_size must be >= 0 (got {self.cache_size})")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a plain dict (round-trips through :meth:`from_dict`)."""

@@ -12,9 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from crossrank.errors import ConfigError, InputError
+from crossrank.models.registry import lookup
 from crossrank.models.source import ModelFiles, resolve
 from crossrank.ranking import Hit, Ranking, ScoredPairs
-from crossrank.rerank.backends import Backend, OnnxBackend, TorchBackend
+from crossrank.rerank.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
+from crossrank.rerank.cache import ScoreCache
 from crossrank.rerank.config import Activation, ScoringConfig
 from crossrank.rerank.encoding import PairEncoder
 from crossrank.rerank.engine import run_encoded
@@ -37,8 +39,9 @@ class CrossEncoder:
     Args:
         model: a built-in name (``"default"``), a local Hugging Face or ONNX folder, an
             ``.onnx`` file, or a Hugging Face hub id.
-        backend: ``"onnx"`` (ONNX Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``:
-            ONNX when the model has a graph, torch otherwise.
+        backend: ``"openvino"`` (OpenVINO; built-ins run a static int8 graph), ``"onnx"`` (ONNX
+            Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``: OpenVINO for built-ins and
+            OpenVINO IRs when it is installed, else ONNX Runtime when the model has a graph, else torch.
         config: scoring settings; see :class:`ScoringConfig`.
         progress: show a progress bar on long inputs (off by default in library calls).
 
@@ -53,12 +56,12 @@ class CrossEncoder:
         self,
         model: str | os.PathLike[str] = "default",
         *,
-        backend: Literal["auto", "onnx", "torch"] = "auto",
+        backend: Literal["auto", "onnx", "torch", "openvino"] = "auto",
         config: ScoringConfig | None = None,
         progress: bool = False,
     ) -> None:
-        if backend not in ("auto", "onnx", "torch"):
-            raise ConfigError(f"backend must be 'auto', 'onnx' or 'torch' (got {backend!r})")
+        if backend not in ("auto", "onnx", "torch", "openvino"):
+            raise ConfigError(f"backend must be 'auto', 'onnx', 'torch' or 'openvino' (got {backend!r})")
         self.files: ModelFiles = resolve(model)
         settings = dict(self.files.settings.get("scoring", {}))
         base = ScoringConfig.from_dict(settings) if settings else ScoringConfig()
@@ -68,17 +71,17 @@ class CrossEncoder:
         max_length = min(config.max_length or model_max, model_max)
         self.config = replace(config, max_length=max_length)
         self.encoder = PairEncoder(self.files.tokenizer_file, max_length=max_length)
-        self.backend: Backend
-        if self.backend_name == "onnx":
-            assert self.files.onnx_file is not None  # pick_backend checked
-            self.backend = OnnxBackend(self.files.onnx_file, self.files.config, threads=config.threads)
-        else:
-            self.backend = TorchBackend(self.files.folder, self.files.config, threads=config.threads)
+        self.backend: Backend = self._make_backend(config)
         self.num_labels = self.backend.num_labels
         self.labels = _labels(self.files.config, self.num_labels)
         self.activation: Activation = config.activation or _default_activation(self.files, self.num_labels)
         self._label_index = self._resolve_label(config.relevance_label)
         self.progress = progress
+        self.cache: ScoreCache | None = None
+        if config.cache_size > 0 or config.cache_dir is not None:
+            graph = getattr(self.backend, "model_file", self.files.folder)
+            key = f"{self.files.name}|{self.backend_name}|{graph}|{max_length}"
+            self.cache = ScoreCache(key, size=config.cache_size, folder=config.cache_dir)
 
     def __repr__(self) -> str:
         return (
@@ -196,6 +199,22 @@ class CrossEncoder:
 
     # ---------------------------------------------------------------- internals
 
+    def _make_backend(self, config: ScoringConfig) -> Backend:
+        files = self.files
+        builtin = lookup(files.builtin) if files.builtin else None
+        if self.backend_name == "openvino":
+            if builtin is not None:
+                graph = builtin.openvino_int8() / "model.xml"
+            else:
+                graph = files.openvino_file or files.onnx_file  # type: ignore[assignment]
+            assert graph is not None  # pick_backend checked
+            return OpenVinoBackend(graph, files.config, threads=config.threads, precision=config.precision)
+        if self.backend_name == "onnx":
+            graph = builtin.optimized_onnx("int8") if builtin is not None else files.onnx_file
+            assert graph is not None  # pick_backend checked
+            return OnnxBackend(graph, files.config, threads=config.threads, instances=config.instances)
+        return TorchBackend(files.folder, files.config, threads=config.threads)
+
     def _score(self, queries: list[str], docs: list[str], activation: Activation | None) -> ScoredPairs:
         act = activation or self.activation
         if act not in ("sigmoid", "softmax", "none"):
@@ -214,6 +233,26 @@ class CrossEncoder:
         return ScoredPairs(_activate(logits, act), truncated, tokens)
 
     def _logits(
+        self, queries: list[str], docs: list[str]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
+        if self.cache is None or not queries:
+            return self._compute_logits(queries, docs)
+        keys = self.cache.keys(queries, docs)
+        logits, found = self.cache.get(keys, self.num_labels)
+        truncated = np.zeros(len(queries), dtype=np.bool_)
+        tokens = np.zeros(len(queries), dtype=np.int32)
+        todo = np.flatnonzero(~found)
+        if todo.size:
+            new, trunc, tok = self._compute_logits([queries[i] for i in todo], [docs[i] for i in todo])
+            logits[todo], truncated[todo], tokens[todo] = new, trunc, tok
+            self.cache.put([keys[i] for i in todo], new)
+        if found.any():  # a cached pair's truncation flag and token count are recomputed cheaply
+            hit = np.flatnonzero(found)
+            enc = self.encoder.encode([queries[i] for i in hit], [docs[i] for i in hit])
+            truncated[hit], tokens[hit] = enc.truncated, enc.lengths
+        return logits, truncated, tokens
+
+    def _compute_logits(
         self, queries: list[str], docs: list[str]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
         n = len(queries)

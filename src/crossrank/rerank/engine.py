@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -39,9 +40,15 @@ def run_encoded(
     max_batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Return raw logits, float32 ``(n, num_labels)`` in input order, for encoded pairs."""
+    """Return raw logits, float32 ``(n, num_labels)`` in input order, for encoded pairs.
+
+    Batches are sliced to their own longest pair (dynamic padding). A backend with
+    ``parallelism > 1`` gets that many batches in flight from a thread pool; backends release the
+    GIL while they compute.
+    """
     out = np.empty((len(enc), backend.num_labels), dtype=np.float32)
-    for idx in plan_batches(enc.lengths, token_budget=token_budget, max_batch_size=max_batch_size):
+
+    def run_one(idx: npt.NDArray[np.intp]) -> None:
         width = int(enc.lengths[idx].max())
         out[idx] = backend.run(
             np.ascontiguousarray(enc.input_ids[idx, :width]),
@@ -50,4 +57,14 @@ def run_encoded(
         )
         if on_batch is not None:
             on_batch(idx.size)
+
+    batches = plan_batches(enc.lengths, token_budget=token_budget, max_batch_size=max_batch_size)
+    workers = int(getattr(backend, "parallelism", 1))
+    if workers <= 1:
+        for idx in batches:
+            run_one(idx)
+        return out
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crossrank") as pool:
+        for fut in [pool.submit(run_one, idx) for idx in batches]:
+            fut.result()
     return out

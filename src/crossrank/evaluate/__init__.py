@@ -1,0 +1,1 @@
+"""Evaluation: compare rankings and measure quality."""
