@@ -1,59 +1,112 @@
-"""Quality on real data: the default model reranking the BM25 top-100 of TREC DL 2019."""
+"""Quality on real data: every engine path reranks the BM25 top-100 of TREC DL 2019.
+
+The converted fp32 model on the torch backend is the reference. Fast paths (int8, bf16) must
+keep nDCG@10 within 0.005 of it and agree on each query's order (mean Kendall tau >= 0.9).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import ir_measures
-import numpy as np
 import pytest
 from ir_measures import nDCG
 
-from crossrank import CrossEncoder
+from crossrank import CrossEncoder, ScoringConfig
+from crossrank.evaluate.agreement import agreement
 from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
 
 pytestmark = pytest.mark.slow
 
+Run = dict[str, dict[str, float]]
 
-def _ndcg10(ce: CrossEncoder, dl19: Path) -> float:
+
+@pytest.fixture(scope="module")
+def candidates(dl19: Path) -> tuple[list[str], list[str], list[list[dict[str, str]]]]:
     corpus = read_beir_corpus(dl19 / "corpus.jsonl")
     queries = read_beir_queries(dl19 / "queries.jsonl")
     run = read_trec_run(dl19 / "runs" / "bm25.top100.trec")
     qids = [q for q in run if q in queries]
     assert len(qids) == 43
-    rankings = ce.rerank_many(
-        [queries[q] for q in qids], [[corpus[d] for d, _ in run[q][:100]] for q in qids], query_ids=qids
-    )
+    return qids, [queries[q] for q in qids], [[corpus[d] for d, _ in run[q][:100]] for q in qids]
+
+
+@pytest.fixture(scope="module")
+def qrels(dl19: Path) -> dict[str, dict[str, int]]:
+    return read_qrels(dl19 / "qrels" / "test.tsv")
+
+
+def _run(ce: CrossEncoder, candidates: tuple[list[str], list[str], list[list[dict[str, str]]]]) -> Run:
+    qids, texts, docs = candidates
+    rankings = ce.rerank_many(texts, docs, query_ids=qids)
     assert sum(len(r) for r in rankings) == 4300
-    qrels = [
-        ir_measures.Qrel(q, d, g)
-        for q, docs in read_qrels(dl19 / "qrels" / "test.tsv").items()
-        for d, g in docs.items()
-    ]
-    scored = [ir_measures.ScoredDoc(r.query_id, h.doc_id, h.score) for r in rankings for h in r.hits]
-    return float(ir_measures.calc_aggregate([nDCG @ 10], qrels, scored)[nDCG @ 10])
+    return {str(r.query_id): {h.doc_id: h.score for h in r.hits} for r in rankings}
 
 
-def test_bm25_alone_matches_reference(dl19: Path) -> None:
-    run = ir_measures.read_trec_run(str(dl19 / "runs" / "bm25.top100.trec"))
-    qrels = [
-        ir_measures.Qrel(q, d, g)
-        for q, docs in read_qrels(dl19 / "qrels" / "test.tsv").items()
-        for d, g in docs.items()
-    ]
-    value = ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
-    assert round(value, 4) == 0.5058
+@pytest.fixture(scope="module")
+def fp32_run(fp32_folder: Path, candidates: tuple[list[str], list[str], list[list[dict[str, str]]]]) -> Run:
+    return _run(CrossEncoder(fp32_folder, backend="torch"), candidates)
 
 
-def test_default_model_reranks_dl19_above_072(default_model: CrossEncoder, dl19: Path) -> None:
-    assert _ndcg10(default_model, dl19) >= 0.72
+def _ndcg10(run: Run, qrels: dict[str, dict[str, int]]) -> float:
+    qr = [ir_measures.Qrel(q, d, g) for q, docs in qrels.items() for d, g in docs.items()]
+    sd = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
+    return float(ir_measures.calc_aggregate([nDCG @ 10], qr, sd)[nDCG @ 10])
 
 
-def test_converted_fp32_model_reranks_dl19_above_072(fp32_folder: Path, dl19: Path) -> None:
-    assert _ndcg10(CrossEncoder(fp32_folder, backend="torch"), dl19) >= 0.72
+def test_bm25_alone_matches_reference(dl19: Path, qrels: dict[str, dict[str, int]]) -> None:
+    run = {q: dict(docs) for q, docs in read_trec_run(dl19 / "runs" / "bm25.top100.trec").items()}
+    assert round(_ndcg10(run, qrels), 4) == 0.5058
+
+
+def test_converted_fp32_model_reranks_dl19_above_072(fp32_run: Run, qrels: dict[str, dict[str, int]]) -> None:
+    assert _ndcg10(fp32_run, qrels) >= 0.72
+
+
+def test_default_model_reranks_dl19_above_072_and_agrees_with_fp32(
+    default_model: CrossEncoder, candidates: tuple[list[str], list[str], list[list[dict[str, str]]]],
+    fp32_run: Run, qrels: dict[str, dict[str, int]],
+) -> None:
+    assert default_model.backend_name == "openvino"  # static int8: the fastest engine measured
+    report = agreement(fp32_run, _run(default_model, candidates), qrels)
+    assert report.ndcg10_candidate is not None and report.ndcg10_candidate >= 0.72
+    assert report.mean_kendall_tau >= 0.9
+    assert abs(report.ndcg10_change or 0.0) <= 0.005
+
+
+@pytest.mark.parametrize(
+    ("backend", "config"),
+    [
+        ("onnx", ScoringConfig()),  # ONNX Runtime: fused graph, dynamic int8
+        ("onnx", ScoringConfig(instances=2)),  # two sessions side by side
+    ],
+)
+def test_onnx_runtime_int8_agrees_with_fp32(
+    backend: str, config: ScoringConfig,
+    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]], fp32_run: Run, qrels: dict[str, dict[str, int]],
+) -> None:
+    report = agreement(fp32_run, _run(CrossEncoder("default", backend=backend, config=config), candidates), qrels)  # type: ignore[arg-type]
+    assert report.mean_kendall_tau >= 0.9
+    assert abs(report.ndcg10_change or 0.0) <= 0.005
+    assert report.ndcg10_candidate is not None and report.ndcg10_candidate >= 0.72
+
+
+def test_bf16_agrees_with_fp32(
+    fp32_folder: Path, tmp_path_factory: pytest.TempPathFactory,
+    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]], fp32_run: Run, qrels: dict[str, dict[str, int]],
+) -> None:
+    from crossrank.models.export import export_optimized
+
+    folder = export_optimized(fp32_folder, tmp_path_factory.mktemp("bf16") / "minilm-bf16", quantize="bf16")
+    ce = CrossEncoder(folder)
+    assert ce.backend_name == "openvino" and ce.config.precision == "bf16"
+    report = agreement(fp32_run, _run(ce, candidates), qrels)
+    assert report.mean_kendall_tau >= 0.9
+    assert abs(report.ndcg10_change or 0.0) <= 0.005
 
 
 def test_converted_folder_loads_in_sentence_transformers(fp32_folder: Path, default_model: CrossEncoder) -> None:
+    import numpy as np
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
     pairs = [
@@ -65,6 +118,5 @@ def test_converted_folder_loads_in_sentence_transformers(fp32_folder: Path, defa
     st_scores = st.predict(pairs, convert_to_numpy=True)
     ours = CrossEncoder(fp32_folder, backend="torch").score(pairs)
     np.testing.assert_allclose(ours, st_scores, atol=1e-4)
-    # the int8 default agrees with its fp32 twin on these pairs' order and roughly on values
     assert np.argsort(default_model.score(pairs)).tolist() == np.argsort(ours).tolist()
     assert np.abs(default_model.score(pairs) - ours).max() < 0.05

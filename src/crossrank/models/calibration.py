@@ -29,13 +29,22 @@ _MODULES = (
 
 
 def stdlib_pairs(n: int = 600, *, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Return ``n`` (query, document) pairs as two lists, deterministic for a Python version and seed."""
+    """Return up to ``n`` (query, document) pairs as two lists, deterministic for a Python version and seed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some stdlib attributes warn when touched (typing.io)
+        docs = _docstrings()
+    rng = random.Random(seed)
+    picked = rng.sample(docs, min(n, len(docs)))
+    queries = [f"how to use {q}" if i % 2 else q for i, (q, _) in enumerate(picked)]
+    documents = [d if i % 2 == 0 else picked[(i + 7) % len(picked)][1] for i, (_, d) in enumerate(picked)]
+    return queries, documents
+
+
+def _docstrings() -> list[tuple[str, str]]:
     docs: list[tuple[str, str]] = []
     for name in _MODULES:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                module = importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError:  # a trimmed Python may lack a module
             continue
         for attr, obj in sorted(vars(module).items()):
@@ -45,8 +54,4 @@ def stdlib_pairs(n: int = 600, *, seed: int = 0) -> tuple[list[str], list[str]]:
             doc = inspect.getdoc(obj)
             if doc and len(doc) > 200 and not attr.startswith("_"):
                 docs.append((attr.replace("_", " "), " ".join(doc.split())))
-    rng = random.Random(seed)
-    picked = rng.sample(docs, min(n, len(docs)))
-    queries = [f"how to use {q}" if i % 2 else q for i, (q, _) in enumerate(picked)]
-    documents = [d if i % 2 == 0 else picked[(i + 7) % len(picked)][1] for i, (_, d) in enumerate(picked)]
-    return queries, documents
+    return docs

@@ -142,9 +142,17 @@ def export_optimized(
                 plain / "model.onnx", final, tokenizer_file=plain / "tokenizer.json", max_length=max_length,
                 calibration=calibration,
             )
+            import logging
+
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(plain / "model.onnx"), str(final / "model.onnx"), weight_type=QuantType.QInt8)
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantizer logs generic advice at WARNING on the root logger
+            try:
+                quantize_dynamic(str(plain / "model.onnx"), str(final / "model.onnx"), weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
             settings: dict[str, Any] = {"scoring": {"precision": "auto"}}
         else:
             ov = require("openvino", feature="OpenVINO export")
