@@ -43,7 +43,7 @@ class ScoringConfig:
     activation: Activation | None = None
     relevance_label: str | int | None = None
     token_budget: int = 8192
-    max_batch_size: int = 64
+    max_batch_size: int = 16
     long_documents: Literal["truncate", "window"] = "truncate"
     window_stride: int | None = None
     window_aggregate: Literal["max", "first", "mean"] = "max"

@@ -274,6 +274,7 @@ class CrossEncoder:
                     token_budget=self.config.token_budget,
                     max_batch_size=self.config.max_batch_size,
                     on_batch=tick,
+                    pad_id=self.encoder.pad_id,
                 )
                 truncated[idx] = enc.truncated
                 tokens[idx] = enc.lengths
