@@ -39,7 +39,9 @@ SYSTEMS = {
 # ----------------------------------------------------------------------------- data
 
 
-def load(data: Path, run_file: Path, n_queries: int, depth: int) -> tuple[list[str], list[str], list[list[dict[str, str]]]]:
+def load(
+    data: Path, run_file: Path, n_queries: int, depth: int
+) -> tuple[list[str], list[str], list[list[dict[str, str]]]]:
     from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run
 
     corpus = read_beir_corpus(data / "corpus.jsonl")
@@ -49,7 +51,9 @@ def load(data: Path, run_file: Path, n_queries: int, depth: int) -> tuple[list[s
     return qids, [queries[q] for q in qids], [[corpus[d] for d, _ in run[q][:depth]] for q in qids]
 
 
-def ndcg10(qids: list[str], docs: list[list[dict[str, str]]], scores: list[list[float]], qrels_file: Path) -> float | None:
+def ndcg10(
+    qids: list[str], docs: list[list[dict[str, str]]], scores: list[list[float]], qrels_file: Path
+) -> float | None:
     if not qrels_file.is_file():
         return None
     import ir_measures
@@ -58,7 +62,11 @@ def ndcg10(qids: list[str], docs: list[list[dict[str, str]]], scores: list[list[
 
     qrels = read_qrels(qrels_file)
     qr = [ir_measures.Qrel(q, d, g) for q in qids if q in qrels for d, g in qrels[q].items()]
-    sd = [ir_measures.ScoredDoc(q, d["id"], float(s)) for q, ds, ss in zip(qids, docs, scores) for d, s in zip(ds, ss)]
+    sd = [
+        ir_measures.ScoredDoc(q, d["id"], float(s))
+        for q, ds, ss in zip(qids, docs, scores, strict=True)
+        for d, s in zip(ds, ss, strict=True)
+    ]
     m = ir_measures.parse_measure("nDCG@10")
     return float(ir_measures.calc_aggregate([m], qr, sd)[m])
 
@@ -77,24 +85,41 @@ def make_scorer(name: str, threads: int) -> Any:
         if name == "st-torch-fp32":
             model = CrossEncoder(str(fp32), device="cpu")
         elif name == "st-onnx-int8":
-            model = CrossEncoder(str(WORK / "st-onnx"), backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx", "provider": "CPUExecutionProvider"})
+            model = CrossEncoder(
+                str(WORK / "st-onnx"),
+                backend="onnx",
+                model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx", "provider": "CPUExecutionProvider"},
+            )
         else:
-            model = CrossEncoder(str(WORK / "st-openvino"), backend="openvino", model_kwargs={"file_name": "openvino/openvino_model_qint8_quantized.xml"})
-        return lambda q, docs: model.predict([(q, d["text"]) for d in docs], batch_size=32, show_progress_bar=False).tolist()
+            model = CrossEncoder(
+                str(WORK / "st-openvino"),
+                backend="openvino",
+                model_kwargs={"file_name": "openvino/openvino_model_qint8_quantized.xml"},
+            )
+        return lambda q, docs: model.predict(
+            [(q, d["text"]) for d in docs], batch_size=32, show_progress_bar=False
+        ).tolist()
     if name == "flashrank":
         from flashrank import Ranker, RerankRequest
 
         ranker = Ranker(model_name="ms-marco-MiniLM-L-12-v2", cache_dir=str(WORK / "flashrank"), max_length=512)
 
         def fr(q: str, docs: list[dict[str, str]]) -> list[float]:
-            out = ranker.rerank(RerankRequest(query=q, passages=[{"id": str(i), "text": d["text"]} for i, d in enumerate(docs)]))
+            out = ranker.rerank(
+                RerankRequest(query=q, passages=[{"id": str(i), "text": d["text"]} for i, d in enumerate(docs)])
+            )
             by = {int(r["id"]): float(r["score"]) for r in out}
             return [by[i] for i in range(len(docs))]
 
         return fr
-    from crossrank import CrossEncoder as CR, ScoringConfig
+    from crossrank import CrossEncoder as CR
+    from crossrank import ScoringConfig
 
-    config = ScoringConfig(threads=threads) if name == "crossrank-default" else ScoringConfig(threads=threads, max_batch_size=int(os.environ.get("CR_BS", "8")))
+    config = (
+        ScoringConfig(threads=threads)
+        if name == "crossrank-default"
+        else ScoringConfig(threads=threads, max_batch_size=int(os.environ.get("CR_BS", "8")))
+    )
     ce = CR("default", config=config)
 
     def cr(q: str, docs: list[dict[str, str]]) -> list[float]:
@@ -102,7 +127,10 @@ def make_scorer(name: str, threads: int) -> Any:
         by = {h.index: h.score for h in r.hits}
         return [by[i] for i in range(len(docs))]
 
-    cr.many = lambda qs, ds: [[{h.index: h.score for h in r.hits}[i] for i in range(len(d))] for r, d in zip(ce.rerank_many(qs, ds), ds)]  # type: ignore[attr-defined]
+    cr.many = lambda qs, ds: [
+        [{h.index: h.score for h in r.hits}[i] for i in range(len(d))]
+        for r, d in zip(ce.rerank_many(qs, ds), ds, strict=True)
+    ]  # type: ignore[attr-defined]
     return cr
 
 
@@ -121,7 +149,10 @@ def prepare(only: list[str]) -> None:
         shutil.copytree(fp32, WORK / "st-onnx", dirs_exist_ok=True)
         model = CrossEncoder(str(WORK / "st-onnx"), backend="onnx")
         export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(WORK / "st-onnx"))
-    if "st-openvino-int8" in only and not (WORK / "st-openvino" / "openvino" / "openvino_model_qint8_quantized.xml").is_file():
+    if (
+        "st-openvino-int8" in only
+        and not (WORK / "st-openvino" / "openvino" / "openvino_model_qint8_quantized.xml").is_file()
+    ):
         _st_openvino_static(fp32)
     if "flashrank" in only and not (WORK / "flashrank" / "ms-marco-MiniLM-L-12-v2").is_dir():
         from crossrank.models.registry import lookup
@@ -170,21 +201,28 @@ def worker(args: argparse.Namespace) -> None:
     if hasattr(scorer, "many"):  # crossrank scores all queries' pairs in shared batches
         scores = scorer.many(qtexts, docs)
     else:
-        scores = [scorer(q, d) for q, d in zip(qtexts, docs)]
+        scores = [scorer(q, d) for q, d in zip(qtexts, docs, strict=True)]
     throughput = n_pairs / (time.perf_counter() - start)
     lat = []
-    for q, d in list(zip(qtexts, docs))[: args.latency_queries]:
+    for q, d in list(zip(qtexts, docs, strict=True))[: args.latency_queries]:
         t = time.perf_counter()
         scorer(q, d)
         lat.append(time.perf_counter() - t)
     lat.sort()
-    pct = lambda p: lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))]  # noqa: E731
-    print(json.dumps({
-        "system": args.worker, "pairs": n_pairs, "pairs_per_s": throughput,
-        "p50_ms": 1000 * pct(0.5), "p95_ms": 1000 * pct(0.95),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "ndcg10": ndcg10(qids, docs, scores, args.data / "qrels" / "test.tsv"),
-    }))
+    pct = lambda p: lat[min(len(lat) - 1, round(p * (len(lat) - 1)))]  # noqa: E731
+    print(
+        json.dumps(
+            {
+                "system": args.worker,
+                "pairs": n_pairs,
+                "pairs_per_s": throughput,
+                "p50_ms": 1000 * pct(0.5),
+                "p95_ms": 1000 * pct(0.95),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "ndcg10": ndcg10(qids, docs, scores, args.data / "qrels" / "test.tsv"),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -210,13 +248,31 @@ def main() -> None:
     prepare(only)
     results = []
     for name in only:
-        cmd = [sys.executable, __file__, "--worker", name, "--data", str(args.data), "--run", str(args.run),
-               "--queries", str(args.queries), "--depth", str(args.depth), "--threads", str(args.threads),
-               "--latency-queries", str(args.latency_queries)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--data",
+            str(args.data),
+            "--run",
+            str(args.run),
+            "--queries",
+            str(args.queries),
+            "--depth",
+            str(args.depth),
+            "--threads",
+            str(args.threads),
+            "--latency-queries",
+            str(args.latency_queries),
+        ]
         print(f"running {name} ...", file=sys.stderr, flush=True)
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"  {name} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}", file=sys.stderr)
+            print(
+                f"  {name} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}",
+                file=sys.stderr,
+            )
             continue
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     report(results, args)
@@ -227,14 +283,25 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     from rich.table import Table
 
     base = next((r for r in results if r["system"] == "st-torch-fp32"), None)
-    t = Table(title=f"rerank speed: {args.data.name}, {args.queries} queries x top-{args.depth}, {args.threads} threads")
+    t = Table(
+        title=f"rerank speed: {args.data.name}, {args.queries} queries x top-{args.depth}, {args.threads} threads"
+    )
     for col in ("system", "pairs/s", "x (a)", "p50 ms", "p95 ms", "p50 / (a)", "peak RSS MB", "RSS / (a)", "nDCG@10"):
         t.add_column(col, justify="left" if col == "system" else "right")
     for r in results:
-        ratio = lambda key: f"{r[key] / base[key]:.2f}" if base else "-"  # noqa: E731
+
+        def ratio(key: str, r: dict[str, Any] = r) -> str:
+            return f"{r[key] / base[key]:.2f}" if base else "-"
+
         t.add_row(
-            r["system"], f"{r['pairs_per_s']:.1f}", ratio("pairs_per_s"), f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}",
-            ratio("p50_ms"), f"{r['peak_rss_mb']:.0f}", ratio("peak_rss_mb"),
+            r["system"],
+            f"{r['pairs_per_s']:.1f}",
+            ratio("pairs_per_s"),
+            f"{r['p50_ms']:.0f}",
+            f"{r['p95_ms']:.0f}",
+            ratio("p50_ms"),
+            f"{r['peak_rss_mb']:.0f}",
+            ratio("peak_rss_mb"),
             f"{r['ndcg10']:.4f}" if r["ndcg10"] is not None else "-",
         )
     Console(width=160).print(t)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import crossrank
 
 from crossrank import ConfigError, CrossEncoder
 from crossrank.evaluate.agreement import kendall_tau
 from crossrank.models.export import export_optimized
+from test_cli import crossrank
 
 
 def _pairs(dl19: Path) -> list[tuple[str, str]]:
@@ -24,7 +24,9 @@ def test_export_runs_on_both_runtimes_and_tracks_the_source(
     quantize: str, tiny_models: dict[str, Path], tmp_path: Path, dl19: Path
 ) -> None:
     folder = export_optimized(tiny_models["bert"], tmp_path / "out", quantize=quantize)
-    assert {"model.onnx", "model.xml", "model.bin", "tokenizer.json", "crossrank.json"} <= {p.name for p in folder.iterdir()}
+    assert {"model.onnx", "model.xml", "model.bin", "tokenizer.json", "crossrank.json"} <= {
+        p.name for p in folder.iterdir()
+    }
     pairs = _pairs(dl19)
     source = CrossEncoder(tiny_models["bert"], backend="torch").score(pairs, activation="none")
     ov = CrossEncoder(folder)
@@ -49,9 +51,21 @@ def test_export_rejects_bad_settings(tiny_models: dict[str, Path], tmp_path: Pat
 def test_export_cli_reports_agreement(tiny_models: dict[str, Path], tmp_path: Path, dl19: Path) -> None:
     out = tmp_path / "cli-out"
     res = crossrank(
-        "models", "export", str(tiny_models["electra"]), "--output", str(out), "--quantize", "none",
-        "--check-data", str(dl19), "--check-run", str(dl19 / "runs" / "bm25.top100.trec"),
-        "--check-queries", "3", "--depth", "10",
+        "models",
+        "export",
+        str(tiny_models["electra"]),
+        "--output",
+        str(out),
+        "--quantize",
+        "none",
+        "--check-data",
+        str(dl19),
+        "--check-run",
+        str(dl19 / "runs" / "bm25.top100.trec"),
+        "--check-queries",
+        "3",
+        "--depth",
+        "10",
     )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)

@@ -64,8 +64,10 @@ def test_converted_fp32_model_reranks_dl19_above_072(fp32_run: Run, qrels: dict[
 
 
 def test_default_model_reranks_dl19_above_072_and_agrees_with_fp32(
-    default_model: CrossEncoder, candidates: tuple[list[str], list[str], list[list[dict[str, str]]]],
-    fp32_run: Run, qrels: dict[str, dict[str, int]],
+    default_model: CrossEncoder,
+    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]],
+    fp32_run: Run,
+    qrels: dict[str, dict[str, int]],
 ) -> None:
     assert default_model.backend_name == "openvino"  # static int8: the fastest engine measured
     report = agreement(fp32_run, _run(default_model, candidates), qrels)
@@ -82,8 +84,11 @@ def test_default_model_reranks_dl19_above_072_and_agrees_with_fp32(
     ],
 )
 def test_onnx_runtime_int8_agrees_with_fp32(
-    backend: str, config: ScoringConfig,
-    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]], fp32_run: Run, qrels: dict[str, dict[str, int]],
+    backend: str,
+    config: ScoringConfig,
+    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]],
+    fp32_run: Run,
+    qrels: dict[str, dict[str, int]],
 ) -> None:
     report = agreement(fp32_run, _run(CrossEncoder("default", backend=backend, config=config), candidates), qrels)  # type: ignore[arg-type]
     assert report.mean_kendall_tau >= 0.9
@@ -92,8 +97,11 @@ def test_onnx_runtime_int8_agrees_with_fp32(
 
 
 def test_bf16_agrees_with_fp32(
-    fp32_folder: Path, tmp_path_factory: pytest.TempPathFactory,
-    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]], fp32_run: Run, qrels: dict[str, dict[str, int]],
+    fp32_folder: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]],
+    fp32_run: Run,
+    qrels: dict[str, dict[str, int]],
 ) -> None:
     from crossrank.models.export import export_optimized
 

@@ -363,7 +363,9 @@ def models_convert(
 def models_export(
     source: Annotated[str, typer.Argument(help="Hugging Face cross-encoder: folder or hub id.")],
     output: Annotated[Path, typer.Option(help="Folder to write the optimised model to.")],
-    quantize: Annotated[str, typer.Option(help="int8 (static for OpenVINO, dynamic for ONNX Runtime), bf16 or none.")] = "int8",
+    quantize: Annotated[
+        str, typer.Option(help="int8 (static for OpenVINO, dynamic for ONNX Runtime), bf16 or none.")
+    ] = "int8",
     check_data: Annotated[
         Path | None, typer.Option(help="BEIR folder (corpus, queries, qrels) to check the export against the source.")
     ] = None,

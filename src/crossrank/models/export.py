@@ -139,7 +139,10 @@ def export_optimized(
         final = work / "final"
         if quantize == "int8":
             quantize_openvino(
-                plain / "model.onnx", final, tokenizer_file=plain / "tokenizer.json", max_length=max_length,
+                plain / "model.onnx",
+                final,
+                tokenizer_file=plain / "tokenizer.json",
+                max_length=max_length,
                 calibration=calibration,
             )
             import logging
@@ -158,7 +161,9 @@ def export_optimized(
             ov = require("openvino", feature="OpenVINO export")
             final.mkdir(parents=True)
             shutil.copy2(plain / "model.onnx", final / "model.onnx")
-            ov.save_model(ov.Core().read_model(str(plain / "model.onnx")), str(final / "model.xml"), compress_to_fp16=False)
+            ov.save_model(
+                ov.Core().read_model(str(plain / "model.onnx")), str(final / "model.xml"), compress_to_fp16=False
+            )
             settings = {"scoring": {"precision": "bf16" if quantize == "bf16" else "fp32"}}
         for f in plain.iterdir():
             if f.suffix != ".onnx" and not (final / f.name).exists():

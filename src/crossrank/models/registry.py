@@ -132,7 +132,6 @@ class BuiltinModel:
             )
         return target
 
-
     def openvino_int8(self) -> Path:
         """Return the folder of this model's static int8 OpenVINO graph, building it once into the cache.
 

@@ -157,7 +157,11 @@ def _from_path(path: Path, *, name: str) -> ModelFiles:
                 onnx_file = candidate
                 break
     openvino_file = next(
-        (f for f in (folder / "model.xml", folder / "openvino_model.xml", folder / "openvino" / "model.xml") if f.is_file()),
+        (
+            f
+            for f in (folder / "model.xml", folder / "openvino_model.xml", folder / "openvino" / "model.xml")
+            if f.is_file()
+        ),
         None,
     )
     config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
@@ -200,7 +204,7 @@ def _tokenizer_file(folder: Path) -> Path:
             f"model folder {folder} has only a slow tokenizer ({slow[0]}); converting it needs transformers: "
             'pip install "crossrank[torch]", or save a tokenizer.json beside the model'
         ) from err
-    tok = AutoTokenizer.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
     if not getattr(tok, "is_fast", False):
         raise ModelError(f"model folder {folder}: the tokenizer has no fast (tokenizers) version")
     tok.backend_tokenizer.save(str(fast))

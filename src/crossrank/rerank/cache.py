@@ -70,7 +70,9 @@ class ScoreCache:
                     chunk = missing[start : start + 500]
                     marks = ",".join("?" * len(chunk))
                     rows = dict(
-                        self._db.execute(f"SELECT key, logits FROM scores WHERE key IN ({marks})", [keys[i] for i in chunk])
+                        self._db.execute(
+                            f"SELECT key, logits FROM scores WHERE key IN ({marks})", [keys[i] for i in chunk]
+                        )
                     )
                     for i in chunk:
                         v = rows.get(keys[i])
@@ -90,7 +92,9 @@ class ScoreCache:
                 self._remember(k, v)
             if self._db is not None:
                 with self._db:
-                    self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)", list(zip(keys, values, strict=True)))
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO scores VALUES (?, ?)", list(zip(keys, values, strict=True))
+                    )
 
     def _remember(self, key: bytes, value: bytes) -> None:
         if self.size <= 0:

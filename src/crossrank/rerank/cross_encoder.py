@@ -203,16 +203,13 @@ class CrossEncoder:
         files = self.files
         builtin = lookup(files.builtin) if files.builtin else None
         if self.backend_name == "openvino":
-            if builtin is not None:
-                graph = builtin.openvino_int8() / "model.xml"
-            else:
-                graph = files.openvino_file or files.onnx_file  # type: ignore[assignment]
-            assert graph is not None  # pick_backend checked
-            return OpenVinoBackend(graph, files.config, threads=config.threads, precision=config.precision)
+            ov_graph = builtin.openvino_int8() / "model.xml" if builtin else (files.openvino_file or files.onnx_file)
+            assert ov_graph is not None  # pick_backend checked
+            return OpenVinoBackend(ov_graph, files.config, threads=config.threads, precision=config.precision)
         if self.backend_name == "onnx":
-            graph = builtin.optimized_onnx("int8") if builtin is not None else files.onnx_file
-            assert graph is not None  # pick_backend checked
-            return OnnxBackend(graph, files.config, threads=config.threads, instances=config.instances)
+            ort_graph = builtin.optimized_onnx("int8") if builtin is not None else files.onnx_file
+            assert ort_graph is not None  # pick_backend checked
+            return OnnxBackend(ort_graph, files.config, threads=config.threads, instances=config.instances)
         return TorchBackend(files.folder, files.config, threads=config.threads)
 
     def _score(self, queries: list[str], docs: list[str], activation: Activation | None) -> ScoredPairs:

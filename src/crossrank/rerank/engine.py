@@ -72,9 +72,7 @@ def run_encoded(
             on_batch(idx.size)
 
     workers = int(getattr(backend, "parallelism", 1))
-    batches = plan_batches(
-        enc.lengths, token_budget=token_budget, max_batch_size=max_batch_size, parallelism=workers
-    )
+    batches = plan_batches(enc.lengths, token_budget=token_budget, max_batch_size=max_batch_size, parallelism=workers)
     if workers <= 1:
         for idx in batches:
             run_one(idx)
