@@ -57,6 +57,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # one-time builds of optimised graphs take a minute: say so on the command line
+    logging.getLogger("crossrank.models").setLevel(logging.INFO)
 
 
 @app.callback()
