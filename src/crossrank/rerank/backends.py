@@ -55,6 +55,22 @@ def uses_token_types(config: dict[str, Any]) -> bool:
     return int(config.get("type_vocab_size", 0) or 0) >= 2
 
 
+def graph_feed(
+    input_names: set[str],
+    use_types: bool,
+    input_ids: npt.NDArray[np.int64],
+    attention_mask: npt.NDArray[np.int64],
+    token_type_ids: npt.NDArray[np.int64],
+) -> dict[str, npt.NDArray[Any]]:
+    """Return the inputs a graph takes; segment ids are zeros for models without segment embeddings."""
+    feed: dict[str, npt.NDArray[Any]] = {"input_ids": input_ids}
+    if "attention_mask" in input_names:
+        feed["attention_mask"] = attention_mask
+    if "token_type_ids" in input_names:
+        feed["token_type_ids"] = token_type_ids if use_types else np.zeros_like(input_ids)
+    return feed
+
+
 class OnnxBackend:
     """Run an ONNX graph with ONNX Runtime, one session reused for every call.
 
@@ -112,11 +128,7 @@ class OnnxBackend:
         token_type_ids: npt.NDArray[np.int64],
     ) -> npt.NDArray[np.float32]:
         """Return the raw logits, float32 ``(batch, num_labels)``."""
-        feed: dict[str, npt.NDArray[Any]] = {"input_ids": input_ids}
-        if "attention_mask" in self.input_names:
-            feed["attention_mask"] = attention_mask
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = token_type_ids if self._types else np.zeros_like(input_ids)
+        feed = graph_feed(self.input_names, self._types, input_ids, attention_mask, token_type_ids)
         for name in self._int32 & feed.keys():
             feed[name] = feed[name].astype(np.int32)
         session = self._pool.get()
@@ -224,11 +236,7 @@ class OpenVinoBackend:
         token_type_ids: npt.NDArray[np.int64],
     ) -> npt.NDArray[np.float32]:
         """Return the raw logits, float32 ``(batch, num_labels)``."""
-        feed: dict[str, npt.NDArray[Any]] = {"input_ids": input_ids}
-        if "attention_mask" in self.input_names:
-            feed["attention_mask"] = attention_mask
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = token_type_ids if self._types else np.zeros_like(input_ids)
+        feed = graph_feed(self.input_names, self._types, input_ids, attention_mask, token_type_ids)
         request = self._pool.get()
         try:
             result = request.infer(feed)
