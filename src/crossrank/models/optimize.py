@@ -8,6 +8,10 @@ can be applied.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -113,7 +117,7 @@ def optimize_graph(
 
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out.parent / f".{out.name}.{_pid()}.tmp"
+    tmp_dir = out.parent / f".{out.name}.{os.getpid()}.tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     try:
         plain = tmp_dir / "plain.onnx"
@@ -140,16 +144,8 @@ def optimize_graph(
     except Exception as err:
         raise ModelError(f"could not optimize {source} ({type(err).__name__}: {err})") from err
     finally:
-        for f in tmp_dir.glob("*"):
-            f.unlink()
-        tmp_dir.rmdir()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return out
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def quantize_openvino(
@@ -180,7 +176,7 @@ def quantize_openvino(
     from crossrank.rerank.encoding import PairEncoder
 
     out = Path(output_dir)
-    tmp = out.parent / f".{out.name}.{_pid()}.tmp"
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     queries, docs = calibration or stdlib_pairs()
     enc = PairEncoder(tokenizer_file, max_length=max_length).encode(queries, docs)
@@ -203,9 +199,6 @@ def quantize_openvino(
         model = ov.Core().read_model(str(plain))
         names = {i.get_any_name() for i in model.inputs}
         data = [{k: v for k, v in item.items() if k in names} for item in items]
-        import contextlib
-        import sys
-
         # NNCF draws its progress bars on stdout, where crossrank's results go: send them to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             quantized = nncf.quantize(
@@ -215,15 +208,11 @@ def quantize_openvino(
         final.mkdir()
         ov.save_model(quantized, str(final / "model.xml"))
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         final.rename(out)
     except Exception as err:
         raise ModelError(f"OpenVINO int8 quantization of {source} failed ({type(err).__name__}: {err})") from err
     finally:
         nncf_log.setLevel(level)
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return out
