@@ -321,6 +321,7 @@ def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
         rows.append(
             {
                 "name": m.name,
+                "kind": m.kind,
                 "aliases": list(m.aliases),
                 "source": m.hf_id,
                 "package": f"{m.package}=={m.version}",
@@ -431,6 +432,12 @@ def _print_table(rows: list[dict[str, Any]], *, title: str, text_rows: list[str]
     for row, txt in zip(rows, text_rows, strict=True):
         table.add_row(*(str(row[key]) for key in keys), txt if len(txt) <= 300 else txt[:297] + "...")
     Console().print(table)
+
+
+# the index and search commands live in their own module and register on `app`
+from crossrank.cli import search_cmds as _search_cmds  # noqa: E402
+
+del _search_cmds
 
 
 def main() -> None:

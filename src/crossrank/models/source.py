@@ -51,6 +51,7 @@ class ModelFiles:
         config: the Hugging Face ``config.json`` contents (or the built-in's config).
         settings: crossrank settings saved beside the model (``crossrank.json``), e.g. activation.
         builtin: the canonical built-in name, if it is one.
+        kind: ``"cross-encoder"``, or ``"bi-encoder"`` for built-in dense retrieval models.
     """
 
     name: str
@@ -62,6 +63,7 @@ class ModelFiles:
     config: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     builtin: str | None = None
+    kind: str = "cross-encoder"
 
     def pick_backend(self, backend: BackendName) -> Literal["onnx", "torch", "openvino"]:
         """Return the backend to use.
@@ -73,7 +75,7 @@ class ModelFiles:
             ModelError: the asked backend cannot run these files.
         """
         if backend == "auto":
-            if (self.builtin or self.openvino_file) and _has_openvino():
+            if ((self.builtin and self.kind == "cross-encoder") or self.openvino_file) and _has_openvino():
                 return "openvino"
             return "onnx" if self.onnx_file is not None else "torch"
         if backend == "openvino":
@@ -124,14 +126,16 @@ def resolve(source: str | os.PathLike[str]) -> ModelFiles:
     builtin = lookup(text)
     if builtin is not None:
         folder = builtin.folder()
+        onnx = folder / "model.onnx"
         return ModelFiles(
             name=text,
             folder=folder,
             tokenizer_file=folder / "tokenizer.json",
-            onnx_file=folder / "model.onnx",
-            has_weights=False,
-            config=dict(builtin.hf_config),
+            onnx_file=onnx if onnx.is_file() else None,
+            has_weights=any((folder / w).is_file() for w in _WEIGHT_FILES),
+            config=dict(builtin.hf_config) or _read_json(folder / "config.json"),
             builtin=builtin.name,
+            kind=builtin.kind,
         )
     path = Path(text).expanduser()
     if path.exists():

@@ -63,6 +63,12 @@ class CrossEncoder:
         if backend not in ("auto", "onnx", "torch", "openvino"):
             raise ConfigError(f"backend must be 'auto', 'onnx', 'torch' or 'openvino' (got {backend!r})")
         self.files: ModelFiles = resolve(model)
+        if self.files.kind != "cross-encoder":
+            raise ConfigError(
+                f"{self.files.name!r} is a {self.files.kind} (a dense retrieval model), not a cross-encoder; "
+                "use it as the dense retriever of an index (crossrank.retrieve), or pick a cross-encoder "
+                "such as 'default'"
+            )
         settings = dict(self.files.settings.get("scoring", {}))
         base = ScoringConfig.from_dict(settings) if settings else ScoringConfig()
         config = config or base

@@ -1,0 +1,252 @@
+"""``crossrank index build|add|delete|info`` and ``crossrank search``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from crossrank.cli.app import _cli_errors, _print_jsonl, app
+from crossrank.errors import InputError
+
+index_app = typer.Typer(help="Build and update a retrieval index (BM25, dense, hybrid).", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+IndexOpt = Annotated[Path, typer.Option("--index", "-i", help="The index folder.")]
+SkipBadOpt = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="Skip (and count) bad records: duplicate ids, empty documents, missing fields."),
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+_RETRIEVERS = ("bm25", "dense", "hybrid")
+
+
+def _retriever(value: str | None) -> Any:
+    if value is not None and value not in _RETRIEVERS:
+        raise InputError(f"--retriever must be bm25, dense or hybrid (got {value!r})")
+    return value
+
+
+@index_app.command("build")
+@_cli_errors
+def index_build(
+    corpus: Annotated[Path, typer.Option(help="BEIR folder or JSONL: {'_id'|'id', 'text', 'title'?, ...}.")],
+    index: IndexOpt,
+    retriever: Annotated[str, typer.Option(help="bm25, dense or hybrid (both).")] = "bm25",
+    dense_model: Annotated[str, typer.Option(help="Bi-encoder: built-in name, folder or hub id.")] = "bge-small-en",
+    dtype: Annotated[str, typer.Option(help="Vector storage: float32 or int8.")] = "float32",
+    ann: Annotated[str, typer.Option(help="exact, hnsw, or auto (HNSW from 50k vectors).")] = "auto",
+    k1: Annotated[float, typer.Option(help="BM25 k1.")] = 0.9,
+    b: Annotated[float, typer.Option(help="BM25 b.")] = 0.4,
+    stemmer: Annotated[str, typer.Option(help="Snowball stemmer (porter, english, german, ...) or none.")] = "porter",
+    stopwords: Annotated[str, typer.Option(help="Stopword list (en, en_plus, de, ...) or none.")] = "en",
+    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf or interpolate.")] = "rrf",
+    dense_weight: Annotated[float, typer.Option(help="Hybrid interpolation: the dense share.")] = 0.5,
+    skip_bad: SkipBadOpt = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Build an index from a corpus. Prints the manifest and what was skipped."""
+    from crossrank.retrieve.bm25 import BM25Settings
+    from crossrank.retrieve.index import Index, WriteReport
+
+    report = WriteReport()
+    settings = BM25Settings(
+        k1=k1,
+        b=b,
+        stemmer=None if stemmer.lower() == "none" else stemmer,
+        stopwords=None if stopwords.lower() == "none" else stopwords,
+    )
+    idx = Index.build(
+        index,
+        corpus,
+        retriever=_retriever(retriever),
+        bm25=settings,
+        dense_model=dense_model,
+        dtype=dtype,  # type: ignore[arg-type]
+        ann=ann,  # type: ignore[arg-type]
+        fusion=fusion,  # type: ignore[arg-type]
+        dense_weight=dense_weight,
+        on_error="skip" if skip_bad else "raise",
+        overwrite=overwrite,
+        progress=progress,
+        report=report,
+    )
+    _print_jsonl([{"index": str(index), "documents": len(idx), "report": report.to_dict()}])
+
+
+@index_app.command("add")
+@_cli_errors
+def index_add(
+    corpus: Annotated[Path, typer.Option(help="BEIR folder or JSONL of documents to add.")],
+    index: IndexOpt,
+    upsert: Annotated[bool, typer.Option(help="Replace documents whose id is already in the index.")] = False,
+    skip_bad: SkipBadOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Add documents (or update them, with --upsert)."""
+    from crossrank.retrieve.index import Index
+
+    idx = Index.open(index)
+    report = idx.add(
+        corpus,
+        on_conflict="replace" if upsert else "error",
+        on_error="skip" if skip_bad else "raise",
+        progress=progress,
+    )
+    _print_jsonl([{"index": str(index), "documents": len(idx), "report": report.to_dict()}])
+
+
+@index_app.command("delete")
+@_cli_errors
+def index_delete(
+    index: IndexOpt,
+    ids: Annotated[list[str] | None, typer.Argument(help="Document ids to delete.")] = None,
+    ids_file: Annotated[Path | None, typer.Option("--ids", help="File with one id per line.")] = None,
+    ignore_missing: Annotated[bool, typer.Option(help="Delete the ids that exist; ignore the others.")] = False,
+) -> None:
+    """Delete documents by id."""
+    from crossrank.retrieve.index import Index
+
+    wanted = list(ids or [])
+    if ids_file is not None:
+        try:
+            wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"cannot read ids from {ids_file} ({err})") from err
+    if not wanted:
+        raise InputError("name the ids to delete, as arguments or with --ids FILE")
+    idx = Index.open(index)
+    report = idx.delete(wanted, missing="ignore" if ignore_missing else "error")
+    _print_jsonl([{"index": str(index), "documents": len(idx), "report": report.to_dict()}])
+
+
+@index_app.command("info")
+@_cli_errors
+def index_info(index: IndexOpt) -> None:
+    """Print what the index holds: models, parameters, versions, counts, size on disk."""
+    from crossrank.retrieve.index import _read_manifest
+
+    manifest = _read_manifest(index)  # no model loading: info is instant
+    from crossrank.retrieve.index import _du
+
+    manifest["folder"] = str(index)
+    manifest["bytes_on_disk"] = _du(index)
+    sys.stdout.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+@_cli_errors
+def search(
+    index: IndexOpt,
+    query: Annotated[str | None, typer.Argument(help="A free-text query: prints a table.")] = None,
+    queries: Annotated[Path | None, typer.Option(help="Queries (BEIR queries.jsonl): writes a TREC run.")] = None,
+    k: Annotated[int, typer.Option(help="Results per query.")] = 10,
+    depth: Annotated[int, typer.Option(help="First-stage candidates reranked per query.")] = 100,
+    retriever: Annotated[str | None, typer.Option(help="bm25, dense or hybrid (default: the index's).")] = None,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Rerank with the cross-encoder.")] = True,
+    model: Annotated[str, typer.Option("--model", "-m", help="Cross-encoder for reranking.")] = "default",
+    output: Annotated[Path | None, typer.Option(help="TREC run to write ('-' for stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or jsonl (one query).")] = "table",
+    batch_size: Annotated[int, typer.Option(help="Queries searched together.")] = 32,
+    progress: ProgressOpt = True,
+) -> None:
+    """Search an index: first stage, then the cross-encoder on the top --depth."""
+    from crossrank.retrieve.pipeline import Pipeline
+
+    if (query is None) == (queries is None):
+        raise InputError('give either a query ("free text") or --queries FILE')
+    if queries is not None and output is None:
+        raise InputError("--queries needs --output run.trec ('-' for stdout)")
+    if fmt not in ("table", "jsonl"):
+        raise InputError(f"--format must be table or jsonl (got {fmt!r})")
+    pipe = Pipeline(index, reranker=model if rerank else None)
+    ret = _retriever(retriever)
+    if query is not None:
+        result = pipe.search(query, k=k, depth=depth, retriever=ret, rerank=rerank)
+        if fmt == "jsonl":
+            _print_jsonl([result.to_dict()])
+        else:
+            _search_table(result)
+        return
+    from crossrank.io import read_beir_queries
+
+    assert queries is not None and output is not None
+    qs = read_beir_queries(queries)
+    if not qs:
+        raise InputError(f"{queries} holds no queries")
+    tag = f"crossrank-{ret or pipe.index.default_retriever}" + ("-rerank" if rerank else "")
+    out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
+    lines = 0
+    try:
+        ids = list(qs)
+        bar = _bar(progress and str(output) != "-", len(ids))
+        with bar as p:
+            task = p.add_task("searching", total=len(ids)) if p is not None else None
+            for start in range(0, len(ids), batch_size):
+                chunk = {q: qs[q] for q in ids[start : start + batch_size]}
+                for res in pipe.search_many(chunk, k=k, depth=depth, retriever=ret, rerank=rerank):
+                    for h in res.hits:
+                        out.write(f"{res.query_id} Q0 {h.doc_id} {h.rank} {h.score:.6g} {tag}\n")
+                        lines += 1
+                if p is not None and task is not None:
+                    p.update(task, advance=len(chunk))
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    typer.echo(f"wrote {lines} lines for {len(qs)} queries to {output}", err=True)
+
+
+def _bar(enabled: bool, total: int) -> Any:
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def _search_table(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = result.timings_ms
+    title = (
+        f"{result.query!r}: {result.retriever}"
+        + (f" + rerank of top {result.depth}" if result.reranked else " (no rerank)")
+        + f" · first stage {t['first_stage']:.0f} ms · rerank {t['rerank']:.0f} ms"
+    )
+    table = Table(title=title)
+    for col, just in (
+        ("rank", "right"),
+        ("doc_id", "left"),
+        ("score", "right"),
+        ("first stage", "right"),
+        ("moved", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table.add_column("text", overflow="fold", ratio=1)
+    for h in result.hits:
+        moved = h.first_stage_rank - h.rank
+        doc = h.document
+        text = f"{doc.get('title', '')} {doc.get('text', '')}".strip()
+        table.add_row(
+            str(h.rank),
+            h.doc_id,
+            f"{h.score:.4f}",
+            f"#{h.first_stage_rank} ({h.first_stage_score:.3f})",
+            f"+{moved}" if moved > 0 else str(moved) if moved < 0 else "=",
+            text if len(text) <= 240 else text[:237] + "...",
+        )
+    Console().print(table)

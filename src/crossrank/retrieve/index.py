@@ -1,0 +1,995 @@
+"""A persistent, crash-safe retrieval index folder: BM25, dense vectors, or both.
+
+Layout::
+
+    DIR/CURRENT              name of the live generation, replaced atomically
+    DIR/gen-000003/          one generation: manifest.json, live.npy, vocab.json, bm25/
+    DIR/segments/seg-000002/ immutable documents: docs.sqlite, tokens, vectors, hnsw.usearch
+
+Every write builds new files under a temporary name, fsyncs them, renames them into place, and
+only then points ``CURRENT`` at the new generation (``os.replace``). A write killed at any point
+leaves ``CURRENT`` on the previous complete generation; the debris is removed by the next write.
+Segments are never modified after they are written: adding documents writes a new segment,
+deleting flips bits in the generation's ``live.npy``, and BM25 is rebuilt over the live documents
+(its statistics are global).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from crossrank.errors import ConfigError, InputError, ModelError
+from crossrank.retrieve.bm25 import BM25Index, BM25Settings, BM25Tokenizer, build_bm25
+from crossrank.retrieve.corpus import CorpusReport, Doc, OnError, read_corpus
+from crossrank.retrieve.embed import BiEncoder
+from crossrank.retrieve.fusion import Candidates, fuse_interpolate, fuse_rrf
+from crossrank.retrieve.vectors import VectorDtype, VectorReader, VectorWriter, build_hnsw
+
+__all__ = ["Index", "IndexError_", "Retriever", "WriteReport"]
+
+log = logging.getLogger(__name__)
+
+Retriever = Literal["bm25", "dense", "hybrid"]
+_RETRIEVERS = ("bm25", "dense", "hybrid")
+FORMAT = 1
+#: with ``ann="auto"``, a segment gets an HNSW graph from this many vectors up
+HNSW_FROM = 50_000
+
+
+class IndexError_(InputError):
+    """The index folder is missing, incomplete, damaged, busy, or built differently from what was asked."""
+
+
+@dataclass(slots=True)
+class WriteReport:
+    """What a build or update did.
+
+    Attributes:
+        added: documents added.
+        replaced: documents that replaced an older version with the same id.
+        deleted: documents deleted.
+        corpus: the corpus reader's report (records read, kept, skipped and why).
+        seconds: wall time.
+    """
+
+    added: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    corpus: CorpusReport = field(default_factory=CorpusReport)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready values."""
+        return {
+            "added": self.added,
+            "replaced": self.replaced,
+            "deleted": self.deleted,
+            "corpus": self.corpus.to_dict(),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    name: str
+    start: int
+    count: int
+    hnsw: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "start": self.start, "count": self.count, "hnsw": self.hnsw}
+
+
+class Index:
+    """A retrieval index in a folder. Use :meth:`build` to make one and :meth:`open` to reopen it.
+
+    Example:
+        >>> idx = Index.build("my-index", "corpus.jsonl", retriever="hybrid")  # doctest: +SKIP
+        >>> idx = Index.open("my-index")  # doctest: +SKIP
+        >>> idx.retrieve(["what is a cat"], k=100)  # doctest: +SKIP
+    """
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], encoder: BiEncoder | None, threads: int) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.generation = str(manifest["generation"])
+        gen = folder / self.generation
+        self.segments = [_Segment(**s) for s in manifest["segments"]]
+        self.live: npt.NDArray[np.bool_] = np.load(gen / "live.npy")
+        self.has_bm25 = bool(manifest["bm25"])
+        self.has_dense = bool(manifest["dense"])
+        self.threads = threads
+        self.bm25_settings = BM25Settings.from_dict(manifest["bm25"]) if self.has_bm25 else None
+        self._bm25: BM25Index | None = None
+        self._bm25_rows: npt.NDArray[np.int64] | None = None
+        if self.has_bm25:
+            assert self.bm25_settings is not None
+            tokenizer = BM25Tokenizer(self.bm25_settings, gen / "vocab.json")
+            self._bm25 = BM25Index(gen / "bm25", tokenizer, threads=threads)
+            self._bm25_rows = np.load(gen / "bm25_rows.npy")
+        self.encoder = encoder
+        self._vectors: list[VectorReader] = []
+        if self.has_dense:
+            dense = manifest["dense"]
+            for seg in self.segments:
+                self._vectors.append(
+                    VectorReader(
+                        folder / "segments" / seg.name,
+                        seg.count,
+                        int(dense["fingerprint"]["dim"]),
+                        dense["dtype"],
+                        hnsw=seg.hnsw,
+                        expansion_search=int(dense["hnsw"]["expansion_search"]),
+                    )
+                )
+        self._db: list[sqlite3.Connection] = [
+            sqlite3.connect(
+                f"file:{folder / 'segments' / s.name / 'docs.sqlite'}?mode=ro&immutable=1",
+                uri=True,
+                check_same_thread=False,
+            )
+            for s in self.segments
+        ]
+        self._starts = np.array([s.start for s in self.segments], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.manifest["counts"]["documents"])
+
+    def __repr__(self) -> str:
+        kinds = [k for k, v in (("bm25", self.has_bm25), ("dense", self.has_dense)) if v]
+        return f"Index({str(self.folder)!r}, documents={len(self)}, retrievers={'+'.join(kinds)})"
+
+    def close(self) -> None:
+        """Close the document store."""
+        for db in self._db:
+            db.close()
+
+    @property
+    def retrievers(self) -> list[str]:
+        """Return the first stages this index can run."""
+        out = []
+        if self.has_bm25:
+            out.append("bm25")
+        if self.has_dense:
+            out.append("dense")
+        if self.has_bm25 and self.has_dense:
+            out.append("hybrid")
+        return out
+
+    @property
+    def default_retriever(self) -> Retriever:
+        """Return the first stage used when none is named: what the index was built for."""
+        return str(self.manifest["retriever"])  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ build / open
+
+    @classmethod
+    def build(
+        cls,
+        folder: str | os.PathLike[str],
+        corpus: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Doc],
+        *,
+        retriever: Retriever = "bm25",
+        bm25: BM25Settings | None = None,
+        dense_model: str | os.PathLike[str] | BiEncoder = "bge-small-en",
+        dtype: VectorDtype = "float32",
+        ann: Literal["auto", "exact", "hnsw"] = "auto",
+        hnsw_connectivity: int = 16,
+        hnsw_expansion_add: int = 128,
+        hnsw_expansion_search: int = 64,
+        fusion: Literal["rrf", "interpolate"] = "rrf",
+        rrf_k: int = 60,
+        dense_weight: float = 0.5,
+        on_error: OnError = "raise",
+        overwrite: bool = False,
+        progress: bool = False,
+        chunk_size: int = 2048,
+        threads: int | None = None,
+        report: WriteReport | None = None,
+    ) -> Index:
+        """Build an index of ``corpus`` in ``folder`` and return it opened.
+
+        Args:
+            folder: where the index lives; created if missing.
+            corpus: a BEIR folder, a JSONL file, or an iterable of records ``{"id", "text", "title"?, ...}``.
+            retriever: which first stages to build: ``"bm25"``, ``"dense"`` or ``"hybrid"`` (both).
+            bm25: BM25 parameters and analysis; the defaults reproduce Anserini's BM25.
+            dense_model: the bi-encoder (name, folder, hub id, or a loaded :class:`BiEncoder`).
+            dtype: how vectors are stored: ``"float32"`` or ``"int8"`` (4x smaller).
+            ann: ``"exact"`` search, ``"hnsw"`` graphs, or ``"auto"`` (HNSW from 50,000 vectors a segment).
+            hnsw_connectivity, hnsw_expansion_add, hnsw_expansion_search: HNSW graph parameters.
+            fusion: how ``"hybrid"`` merges the two lists: reciprocal rank fusion or score interpolation.
+            rrf_k: the constant of reciprocal rank fusion.
+            dense_weight: the dense share of interpolated scores (BM25 gets ``1 - dense_weight``).
+            on_error: ``"raise"`` on a bad record, or ``"skip"`` it and count it in the report.
+            overwrite: replace an index already in ``folder`` (atomically: the old one stays
+                readable until the new one is complete).
+            progress: show a progress bar with documents per second.
+            chunk_size: documents read, stored and encoded at a time (bounds memory).
+            threads: threads for encoding and search; defaults to the cores this process may use.
+            report: filled in with what the build did.
+
+        Raises:
+            IndexError_: ``folder`` holds an index and ``overwrite`` is false, or another process writes it.
+            InputError: a bad record (with ``on_error="raise"``), or an empty corpus.
+            ConfigError: bad settings.
+        """
+        if retriever not in _RETRIEVERS:
+            raise ConfigError(f"retriever must be one of {', '.join(_RETRIEVERS)} (got {retriever!r})")
+        if dtype not in ("float32", "int8"):
+            raise ConfigError(f"dtype must be 'float32' or 'int8' (got {dtype!r})")
+        if ann not in ("auto", "exact", "hnsw"):
+            raise ConfigError(f"ann must be 'auto', 'exact' or 'hnsw' (got {ann!r})")
+        if fusion not in ("rrf", "interpolate"):
+            raise ConfigError(f"fusion must be 'rrf' or 'interpolate' (got {fusion!r})")
+        if not 0.0 <= dense_weight <= 1.0:
+            raise ConfigError(f"dense_weight must be within [0, 1] (got {dense_weight})")
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        if (path / "CURRENT").exists() and not overwrite:
+            raise IndexError_(f"{path} already holds an index; pass overwrite=True (--overwrite) or use add/delete")
+        threads = threads or _cores()
+        with _WriteLock(path):
+            started = time.perf_counter()
+            report = report if report is not None else WriteReport()
+            use_bm25 = retriever in ("bm25", "hybrid")
+            use_dense = retriever in ("dense", "hybrid")
+            settings = bm25 or BM25Settings()
+            encoder = _encoder(dense_model, threads) if use_dense else None
+            manifest: dict[str, Any] = {
+                "format": FORMAT,
+                "retriever": retriever,
+                "bm25": settings.to_dict() if use_bm25 else None,
+                "dense": None,
+                "fusion": {"method": fusion, "rrf_k": rrf_k, "dense_weight": dense_weight},
+                "segments": [],
+                "created": _now(),
+            }
+            if encoder is not None:
+                manifest["dense"] = {
+                    "fingerprint": encoder.fingerprint(),
+                    "source": _model_source(encoder),
+                    "backend": encoder.backend_name,
+                    "dtype": dtype,
+                    "ann": ann,
+                    "hnsw": {
+                        "connectivity": hnsw_connectivity,
+                        "expansion_add": hnsw_expansion_add,
+                        "expansion_search": hnsw_expansion_search,
+                    },
+                }
+            tokenizer = BM25Tokenizer(settings) if use_bm25 else None
+            docs = read_corpus(corpus, on_error=on_error, report=report.corpus)
+            seg = _write_segment(
+                path, docs, start=0, tokenizer=tokenizer, encoder=encoder, manifest=manifest,
+                chunk_size=chunk_size, progress=progress, threads=threads,
+            )  # fmt: skip
+            if seg is None or seg.count == 0:
+                raise InputError(f"corpus {corpus!s:.200} has no documents to index ({report.corpus.to_dict()})")
+            report.added = seg.count
+            live = np.ones(seg.count, dtype=np.bool_)
+            _commit(path, manifest, [seg], live, tokenizer, progress=progress)
+            report.seconds = time.perf_counter() - started
+        return cls.open(path, dense_model=encoder, threads=threads)
+
+    @classmethod
+    def open(
+        cls,
+        folder: str | os.PathLike[str],
+        *,
+        dense_model: str | os.PathLike[str] | BiEncoder | None = None,
+        threads: int | None = None,
+    ) -> Index:
+        """Open the index in ``folder``.
+
+        Args:
+            folder: the index folder.
+            dense_model: the bi-encoder to embed queries with; by default the one the index was built
+                with. A model whose vectors differ from the index's (another model, other weights,
+                pooling or prompts) is refused.
+            threads: threads for encoding and search.
+
+        Raises:
+            IndexError_: no index, an interrupted first build, a damaged index, or a different dense model.
+        """
+        path = Path(folder)
+        threads = threads or _cores()
+        manifest = _read_manifest(path)
+        encoder = None
+        dense = manifest["dense"]
+        if dense is not None:
+            if dense_model is None:
+                try:
+                    encoder = _encoder(dense["source"], threads, backend=dense["backend"])
+                except (ModelError, InputError) as err:
+                    raise IndexError_(
+                        f"index {path} needs its dense model {dense['source']!r}, which cannot be loaded ({err}); "
+                        "pass dense_model= (--dense-model) pointing at the same model"
+                    ) from err
+            else:
+                encoder = _encoder(dense_model, threads)
+            theirs, ours = dense["fingerprint"], encoder.fingerprint()
+            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            if diff:
+                detail = ", ".join(f"{k}: index {theirs.get(k)!r} vs given {ours.get(k)!r}" for k in diff)
+                raise IndexError_(
+                    f"index {path} was built with dense model {theirs.get('model')!r}, and the model given now "
+                    f"differs ({detail}); its query vectors would not match the index. Open it without a "
+                    "dense model (it loads its own), or rebuild the index with the new model"
+                )
+        try:
+            return cls(path, manifest, encoder, threads)
+        except (OSError, ValueError, sqlite3.Error) as err:
+            raise IndexError_(f"index {path} is damaged ({type(err).__name__}: {err}); rebuild it") from err
+
+    # ------------------------------------------------------------------ updates
+
+    def add(
+        self,
+        corpus: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Doc],
+        *,
+        on_conflict: Literal["error", "replace", "skip"] = "error",
+        on_error: OnError = "raise",
+        progress: bool = False,
+        chunk_size: int = 2048,
+    ) -> WriteReport:
+        """Add documents; with ``on_conflict="replace"`` an existing id is updated to the new version.
+
+        The index object is reopened on the new generation when the write completes.
+
+        Raises:
+            InputError: a document id is already in the index (with ``on_conflict="error"``), or a bad record.
+            IndexError_: another process is writing the index.
+        """
+        if on_conflict not in ("error", "replace", "skip"):
+            raise ConfigError(f"on_conflict must be 'error', 'replace' or 'skip' (got {on_conflict!r})")
+        report = WriteReport()
+        started = time.perf_counter()
+        with _WriteLock(self.folder):
+            self._check_current()
+            manifest = json.loads(json.dumps(self.manifest))
+            tokenizer = (
+                BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
+                if self.bm25_settings is not None
+                else None
+            )
+            live = self.live.copy()
+            replaced_slots: list[int] = []
+
+            def checked(docs: Iterator[Doc]) -> Iterator[Doc]:
+                batch: list[Doc] = []
+
+                def flush() -> Iterator[Doc]:
+                    found = self._slots_of([d.id for d in batch])
+                    for d in batch:
+                        slot = found.get(d.id)
+                        if slot is None:
+                            yield d
+                        elif on_conflict == "error":
+                            raise InputError(
+                                f"document id {d.id!r} is already in the index; use update (on_conflict='replace', "
+                                "--upsert) to replace it, or delete it first"
+                            )
+                        elif on_conflict == "replace":
+                            replaced_slots.append(slot)
+                            yield d
+                    batch.clear()
+
+                for d in docs:
+                    batch.append(d)
+                    if len(batch) >= 512:
+                        yield from flush()
+                yield from flush()
+
+            docs = checked(read_corpus(corpus, on_error=on_error, report=report.corpus))
+            start = self.segments[-1].start + self.segments[-1].count if self.segments else 0
+            seg = _write_segment(
+                self.folder, docs, start=start, tokenizer=tokenizer, encoder=self.encoder, manifest=manifest,
+                chunk_size=chunk_size, progress=progress, threads=self.threads,
+            )  # fmt: skip
+            segments = list(self.segments)
+            if seg is not None and seg.count:
+                segments.append(seg)
+                live = np.concatenate([live, np.ones(seg.count, np.bool_)])
+                report.added = seg.count - len(replaced_slots)
+            live[np.array(replaced_slots, dtype=np.int64)] = False
+            report.replaced = len(replaced_slots)
+            if seg is None or seg.count == 0:
+                if seg is not None:
+                    shutil.rmtree(self.folder / "segments" / seg.name, ignore_errors=True)
+                report.seconds = time.perf_counter() - started
+                return report
+            _commit(self.folder, manifest, segments, live, tokenizer, progress=progress)
+        self._reload()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def update(
+        self,
+        corpus: str | os.PathLike[str] | Iterable[Mapping[str, Any] | Doc],
+        *,
+        on_error: OnError = "raise",
+        progress: bool = False,
+    ) -> WriteReport:
+        """Add documents, replacing any with the same id (an upsert)."""
+        return self.add(corpus, on_conflict="replace", on_error=on_error, progress=progress)
+
+    def delete(self, ids: Iterable[str], *, missing: Literal["error", "ignore"] = "error") -> WriteReport:
+        """Delete documents by id.
+
+        Raises:
+            InputError: an id is not in the index (with ``missing="error"``); nothing is deleted then.
+        """
+        report = WriteReport()
+        started = time.perf_counter()
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        with _WriteLock(self.folder):
+            self._check_current()
+            found = self._slots_of(wanted)
+            absent = [i for i in wanted if i not in found]
+            if absent and missing == "error":
+                raise InputError(
+                    f"{len(absent)} id(s) not in the index, e.g. {absent[0]!r}; nothing was deleted "
+                    "(pass missing='ignore' / --ignore-missing to delete the others)"
+                )
+            if not found:
+                return report
+            live = self.live.copy()
+            live[np.fromiter(found.values(), dtype=np.int64)] = False
+            if not live.any():
+                raise InputError("deleting these ids would leave the index empty; build a new index instead")
+            manifest = json.loads(json.dumps(self.manifest))
+            tokenizer = (
+                BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
+                if self.bm25_settings is not None
+                else None
+            )
+            _commit(self.folder, manifest, list(self.segments), live, tokenizer, progress=False)
+            report.deleted = len(found)
+        self._reload()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _check_current(self) -> None:
+        current = (self.folder / "CURRENT").read_text(encoding="utf-8").strip()
+        if current != self.generation:
+            raise IndexError_(
+                f"index {self.folder} changed since it was opened (now {current}, opened {self.generation}); reopen it"
+            )
+
+    def _reload(self) -> None:
+        fresh = Index.open(self.folder, dense_model=self.encoder, threads=self.threads)
+        self.close()
+        for name in ("manifest", "generation", "segments", "live", "_bm25", "_bm25_rows", "_vectors", "_db", "_starts"):
+            setattr(self, name, getattr(fresh, name))
+
+    # ------------------------------------------------------------------ documents
+
+    def _slots_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """Return ``{id: slot}`` for the ids that are live in the index."""
+        out: dict[str, int] = {}
+        for seg, db in zip(self.segments, self._db, strict=True):
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for doc_id, row in db.execute(f"SELECT id, row FROM docs WHERE id IN ({marks})", chunk):
+                    slot = seg.start + int(row)
+                    if self.live[slot]:
+                        out[str(doc_id)] = slot
+        return out
+
+    def documents(self, slots: Sequence[int] | npt.NDArray[np.int64]) -> list[dict[str, Any]]:
+        """Return the records (``id``, ``title``, ``text``, ``metadata``?) at ``slots``, in that order."""
+        slots_arr = np.asarray(slots, dtype=np.int64)
+        seg_of = np.searchsorted(self._starts, slots_arr, side="right") - 1
+        out: list[dict[str, Any] | None] = [None] * slots_arr.size
+        for si in np.unique(seg_of).tolist():
+            pos = np.flatnonzero(seg_of == si)
+            rows = (slots_arr[pos] - self._starts[si]).tolist()
+            marks = ",".join("?" * len(rows))
+            found = {
+                int(r[0]): r[1:]
+                for r in self._db[si].execute(
+                    f"SELECT row, id, title, text, metadata FROM docs WHERE row IN ({marks})", rows
+                )
+            }
+            for p, r in zip(pos.tolist(), rows, strict=True):
+                doc_id, title, text, meta = found[r]
+                rec: dict[str, Any] = {"id": doc_id, "title": title, "text": text}
+                if meta:
+                    rec["metadata"] = json.loads(meta)
+                out[p] = rec
+        return [r for r in out if r is not None]
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Return the records with these ids (``None`` where an id is not in the index)."""
+        found = self._slots_of(list(ids))
+        slots = [found[i] for i in ids if i in found]
+        recs = iter(self.documents(slots))
+        return [next(recs) if i in found else None for i in ids]
+
+    def doc_ids(self, slots: Sequence[int] | npt.NDArray[np.int64]) -> list[str]:
+        """Return the ids at ``slots``."""
+        return [r["id"] for r in self.documents(slots)]
+
+    # ------------------------------------------------------------------ search
+
+    def retrieve(self, queries: Sequence[str], k: int = 100, *, retriever: Retriever | None = None) -> list[Candidates]:
+        """Return each query's top ``k`` candidates from a first stage (slots and scores, best first).
+
+        Args:
+            queries: query texts.
+            k: candidates per query.
+            retriever: ``"bm25"``, ``"dense"`` or ``"hybrid"``; by default what the index was built for.
+
+        Raises:
+            ConfigError: the index lacks that first stage.
+        """
+        if isinstance(queries, str):
+            raise InputError("pass a list of queries, not one string")
+        retriever = retriever or self.default_retriever
+        if retriever not in self.retrievers:
+            raise ConfigError(
+                f"this index cannot run retriever {retriever!r}; it was built with {self.manifest['retriever']!r} "
+                f"(available: {', '.join(self.retrievers)}). Rebuild with --retriever hybrid to have all three"
+            )
+        if k < 1:
+            raise InputError(f"k must be >= 1 (got {k})")
+        if retriever == "bm25":
+            return self._bm25_search(queries, k)
+        if retriever == "dense":
+            return self._dense_search(queries, k)
+        fusion = self.manifest["fusion"]
+        pool = max(k, 100)
+        sparse = self._bm25_search(queries, pool)
+        dense = self._dense_search(queries, pool)
+        if fusion["method"] == "rrf":
+            return [fuse_rrf(s, d, k=k, rrf_k=int(fusion["rrf_k"])) for s, d in zip(sparse, dense, strict=True)]
+        out = []
+        for qi, (s, d) in enumerate(zip(sparse, dense, strict=True)):
+            union = np.union1d(s.slots, d.slots)
+            out.append(
+                fuse_interpolate(
+                    union,
+                    self._bm25_scores_of(queries[qi], union),
+                    self._dense_scores_of(queries[qi], union),
+                    k=k,
+                    dense_weight=float(fusion["dense_weight"]),
+                )
+            )
+        return out
+
+    def _bm25_search(self, queries: Sequence[str], k: int) -> list[Candidates]:
+        assert self._bm25 is not None and self._bm25_rows is not None
+        out = []
+        for rows, scores in self._bm25.search(queries, k):
+            out.append(Candidates(self._bm25_rows[rows], scores))
+        return out
+
+    def _bm25_scores_of(self, query: str, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        assert self._bm25 is not None and self._bm25_rows is not None
+        ids = self._bm25.tokenizer.queries([query])[0]
+        if not ids:
+            return np.zeros(slots.size, np.float32)
+        all_scores = self._bm25.model.get_scores_from_ids(ids)
+        rows = np.searchsorted(self._bm25_rows, slots)  # bm25 rows are the live slots, ascending
+        return np.asarray(all_scores[rows], dtype=np.float32)
+
+    def _dense_search(self, queries: Sequence[str], k: int) -> list[Candidates]:
+        assert self.encoder is not None
+        qv = self.encoder.encode_queries(list(queries))
+        all_slots, all_scores = [], []
+        for seg, reader in zip(self.segments, self._vectors, strict=True):
+            rows, scores = reader.search(qv, k, self.live[seg.start : seg.start + seg.count])
+            all_slots.append(rows + seg.start)
+            all_scores.append(scores)
+        slots = np.concatenate(all_slots, axis=1)
+        scores = np.concatenate(all_scores, axis=1)
+        out = []
+        for qi in range(len(queries)):
+            keep = np.isfinite(scores[qi])
+            s, sc = slots[qi][keep], scores[qi][keep]
+            order = np.lexsort((s, -sc))[:k]
+            out.append(Candidates(s[order], sc[order]))
+        return out
+
+    def _dense_scores_of(self, query: str, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        assert self.encoder is not None
+        qv = self.encoder.encode_queries([query])
+        out = np.zeros(slots.size, np.float32)
+        seg_of = np.searchsorted(self._starts, slots, side="right") - 1
+        for si in np.unique(seg_of).tolist():
+            pos = np.flatnonzero(seg_of == si)
+            rows = (slots[pos] - self._starts[si])[None, :]
+            out[pos] = self._vectors[si].dot(qv, rows)[0]
+        return out
+
+    # ------------------------------------------------------------------ info
+
+    def info(self) -> dict[str, Any]:
+        """Return the manifest with sizes on disk: what the index holds and how it was built."""
+        out: dict[str, Any] = json.loads(json.dumps(self.manifest))
+        out["folder"] = str(self.folder)
+        out["bytes_on_disk"] = _du(self.folder)
+        out["retrievers"] = self.retrievers
+        return out
+
+
+# ---------------------------------------------------------------------- writing
+
+
+def _write_segment(
+    root: Path,
+    docs: Iterable[Doc],
+    *,
+    start: int,
+    tokenizer: BM25Tokenizer | None,
+    encoder: BiEncoder | None,
+    manifest: dict[str, Any],
+    chunk_size: int,
+    progress: bool,
+    threads: int,
+) -> _Segment | None:
+    """Stream ``docs`` into a new segment folder; return it (``None`` when there was nothing to add)."""
+    (root / "segments").mkdir(exist_ok=True)
+    tmp = root / f".tmp-seg-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    db = sqlite3.connect(tmp / "docs.sqlite")
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("CREATE TABLE docs (row INTEGER PRIMARY KEY, id TEXT NOT NULL, title TEXT, text TEXT, metadata TEXT)")
+    tok_fh = (tmp / "tokens.bin").open("wb") if tokenizer is not None else None
+    len_fh = (tmp / "lengths.bin").open("wb") if tokenizer is not None else None
+    dense = manifest.get("dense")
+    writer = VectorWriter(tmp, encoder.dim, dense["dtype"]) if encoder is not None and dense else None
+    count = 0
+    bar = _progress(progress, "indexing")
+    try:
+        with bar as p:
+            task = p.add_task("indexing", total=None) if p is not None else None
+            for chunk in _chunks(docs, chunk_size):
+                db.executemany(
+                    "INSERT INTO docs VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (
+                            count + i,
+                            d.id,
+                            d.title,
+                            d.text,
+                            json.dumps(d.metadata, ensure_ascii=False) if d.metadata else None,
+                        )
+                        for i, d in enumerate(chunk)
+                    ],
+                )
+                contents = [d.content for d in chunk]
+                if tokenizer is not None and tok_fh is not None and len_fh is not None:
+                    flat, lengths = tokenizer.documents(contents)
+                    tok_fh.write(flat.tobytes())
+                    len_fh.write(lengths.tobytes())
+                if writer is not None and encoder is not None:
+                    writer.append(encoder.encode_documents(contents))
+                count += len(chunk)
+                if p is not None and task is not None:
+                    p.update(task, advance=len(chunk))
+        db.execute("CREATE UNIQUE INDEX docs_id ON docs(id)")
+        db.commit()
+    except BaseException:
+        db.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for fh in (tok_fh, len_fh):
+            if fh is not None:
+                fh.close()
+        if writer is not None:
+            writer.close()
+    db.close()
+    if count == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    hnsw = False
+    if writer is not None and dense is not None:
+        ann = dense["ann"]
+        hnsw = ann == "hnsw" or (ann == "auto" and count >= HNSW_FROM)
+        if hnsw:
+            reader = VectorReader(tmp, count, writer.dim, dense["dtype"], hnsw=False)
+            with _progress(progress, "HNSW graph") as p:
+                if p is not None:
+                    p.add_task("building the HNSW graph", total=None)
+                build_hnsw(
+                    reader,
+                    tmp / "hnsw.usearch",
+                    connectivity=int(dense["hnsw"]["connectivity"]),
+                    expansion_add=int(dense["hnsw"]["expansion_add"]),
+                    threads=threads,
+                )
+            del reader
+    _fsync_tree(tmp)
+    n = _next_number(root / "segments", "seg-")
+    name = f"seg-{n:06d}"
+    os.replace(tmp, root / "segments" / name)
+    _fsync_dir(root / "segments")
+    return _Segment(name=name, start=start, count=count, hnsw=hnsw)
+
+
+def _commit(
+    root: Path,
+    manifest: dict[str, Any],
+    segments: list[_Segment],
+    live: npt.NDArray[np.bool_],
+    tokenizer: BM25Tokenizer | None,
+    *,
+    progress: bool,
+) -> None:
+    """Write a new generation for ``segments`` and ``live``, then make it current (atomically)."""
+    tmp = root / f".tmp-gen-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        np.save(tmp / "live.npy", live)
+        if tokenizer is not None and manifest["bm25"] is not None:
+            tokenizer.save(tmp / "vocab.json")
+            settings = BM25Settings.from_dict(manifest["bm25"])
+            chunks = _LiveTokenChunks(root, segments, live)
+            with _progress(progress, "BM25") as p:
+                if p is not None:
+                    p.add_task("building the BM25 matrix", total=None)
+                build_bm25(chunks, num_terms=max(tokenizer.vocab_size, 1), settings=settings, folder=tmp / "bm25")
+            np.save(tmp / "bm25_rows.npy", np.flatnonzero(live).astype(np.int64))
+        n = _next_number(root, "gen-")
+        name = f"gen-{n:06d}"
+        manifest["generation"] = name
+        manifest["segments"] = [s.to_dict() for s in segments]
+        manifest["updated"] = _now()
+        manifest["counts"] = {
+            "documents": int(live.sum()),
+            "slots": int(live.size),
+            "deleted": int((~live).sum()),
+            "segments": len(segments),
+            "bm25_terms": tokenizer.vocab_size if tokenizer is not None else 0,
+        }
+        manifest["versions"] = _versions()
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        _fsync_tree(tmp)
+        os.replace(tmp, root / name)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _atomic_write(root / "CURRENT", name + "\n")
+    _collect_garbage(root, name, {s.name for s in segments})
+
+
+class _LiveTokenChunks:
+    """Re-iterable chunks of (term ids, lengths) of the live documents, read from the segments."""
+
+    def __init__(
+        self, root: Path, segments: list[_Segment], live: npt.NDArray[np.bool_], docs_per_chunk: int = 200_000
+    ):
+        self.root, self.segments, self.live, self.per = root, segments, live, docs_per_chunk
+
+    def __iter__(self) -> Iterator[tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]]:
+        for seg in self.segments:
+            folder = self.root / "segments" / seg.name
+            lengths = np.fromfile(folder / "lengths.bin", dtype=np.int32)
+            tokens = (
+                np.memmap(folder / "tokens.bin", dtype=np.int32, mode="r") if lengths.sum() else np.zeros(0, np.int32)
+            )
+            offsets = np.zeros(lengths.size + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            seg_live = self.live[seg.start : seg.start + seg.count]
+            for a in range(0, seg.count, self.per):
+                b = min(a + self.per, seg.count)
+                flat = np.asarray(tokens[offsets[a] : offsets[b]])
+                lens = lengths[a:b]
+                keep = seg_live[a:b]
+                if not keep.all():
+                    flat = flat[np.repeat(keep, lens)]
+                    lens = lens[keep]
+                if lens.size:
+                    yield flat, lens
+
+
+def _collect_garbage(root: Path, current: str, segments: set[str]) -> None:
+    for p in root.iterdir():
+        if (p.name.startswith("gen-") and p.name != current) or p.name.startswith(".tmp-"):
+            shutil.rmtree(p, ignore_errors=True)
+    seg_root = root / "segments"
+    if seg_root.is_dir():
+        for p in seg_root.iterdir():
+            if p.name not in segments:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    current = path / "CURRENT"
+    if not path.is_dir():
+        raise IndexError_(f"no index at {path}: the folder does not exist; build one with `crossrank index build`")
+    if not current.is_file():
+        if any(p.name.startswith((".tmp-", "gen-", "segments")) for p in path.iterdir()):
+            raise IndexError_(
+                f"{path} holds no complete index: a build was interrupted before it finished. Build it again "
+                "(crossrank index build ... --overwrite)"
+            )
+        raise IndexError_(f"{path} is not a crossrank index (no CURRENT file); build one with `crossrank index build`")
+    name = current.read_text(encoding="utf-8").strip()
+    gen = path / name
+    try:
+        manifest: dict[str, Any] = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise IndexError_(f"index {path} is damaged: {gen}/manifest.json is unreadable ({err}); rebuild it") from err
+    if manifest.get("format") != FORMAT:
+        raise IndexError_(
+            f"index {path} has format {manifest.get('format')!r}; this crossrank reads format {FORMAT}; rebuild it"
+        )
+    needed = [gen / "live.npy"]
+    if manifest["bm25"]:
+        needed += [gen / "vocab.json", gen / "bm25_rows.npy", gen / "bm25"]
+    for seg in manifest["segments"]:
+        folder = path / "segments" / seg["name"]
+        needed.append(folder / "docs.sqlite")
+        if manifest["dense"]:
+            needed.append(folder / "vectors.bin")
+        if seg.get("hnsw"):
+            needed.append(folder / "hnsw.usearch")
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise IndexError_(f"index {path} is damaged: {missing[0]} is missing ({len(missing)} files); rebuild it")
+    return manifest
+
+
+class _WriteLock:
+    """An exclusive lock on the index folder for the length of one write (``fcntl.flock``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".lock"
+        self.fh: Any = None
+
+    def __enter__(self) -> _WriteLock:
+        self.fh = self.path.open("a")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            self.fh.close()
+            raise IndexError_(
+                f"another process is writing the index at {self.path.parent}; wait for it to finish"
+            ) from err
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with p.open("rb") as fh:
+                os.fsync(fh.fileno())
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        _fsync_dir(d)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _next_number(folder: Path, prefix: str) -> int:
+    nums = [
+        int(p.name[len(prefix) :])
+        for p in folder.iterdir()
+        if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+    ]
+    return max(nums, default=0) + 1
+
+
+def _chunks(items: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
+    chunk: list[Doc] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _encoder(model: str | os.PathLike[str] | BiEncoder, threads: int, backend: str = "auto") -> BiEncoder:
+    if isinstance(model, BiEncoder):
+        return model
+    return BiEncoder(model, threads=threads, backend=backend)  # type: ignore[arg-type]
+
+
+def _model_source(encoder: BiEncoder) -> str:
+    files = encoder.files
+    if files.builtin:
+        return files.builtin
+    p = Path(files.name)
+    return str(p.resolve()) if p.exists() else files.name
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for dist in ("crossrank", "bm25s", "usearch", "onnxruntime", "tokenizers", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+def _du(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _cores() -> int:
+    from crossrank.rerank.backends import default_threads
+
+    return default_threads()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Documents per second."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} docs/s" if speed else "- docs/s", style="progress.data.speed")
+
+    return RateColumn()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, what: str) -> Iterator[Any]:
+    """Yield a rich Progress showing count and documents per second, or ``None`` when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _rate_column(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as p:
+        yield p

@@ -1,0 +1,227 @@
+"""The two-stage pipeline: a first stage finds candidates, the cross-encoder reorders the top of them."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossrank.errors import InputError
+from crossrank.rerank.cross_encoder import CrossEncoder
+from crossrank.retrieve.index import Index, Retriever
+
+__all__ = ["Pipeline", "SearchHit", "SearchResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One result of a search, with what each stage said about it.
+
+    Attributes:
+        doc_id: the document's id.
+        rank: its final rank (1 = best).
+        score: its final score: the cross-encoder's when reranked, else the first stage's.
+        first_stage_rank: its rank in the first stage (1 = best).
+        first_stage_score: its first-stage score (BM25, dot product, or fused).
+        rerank_score: the cross-encoder's score, or ``None`` when reranking was off.
+        document: the stored record (``id``, ``title``, ``text``, ``metadata``?).
+        truncated: the cross-encoder had to cut the document to fit its ``max_length``.
+    """
+
+    doc_id: str
+    rank: int
+    score: float
+    first_stage_rank: int
+    first_stage_score: float
+    rerank_score: float | None
+    document: Mapping[str, Any]
+    truncated: bool = False
+
+    def to_dict(self, *, with_document: bool = True) -> dict[str, Any]:
+        """Return the hit as JSON-ready values."""
+        out: dict[str, Any] = {
+            "doc_id": self.doc_id,
+            "rank": self.rank,
+            "score": self.score,
+            "first_stage_rank": self.first_stage_rank,
+            "first_stage_score": self.first_stage_score,
+            "rerank_score": self.rerank_score,
+            "truncated": self.truncated,
+        }
+        if with_document:
+            out["document"] = dict(self.document)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """The results of one query.
+
+    Attributes:
+        query: the query text.
+        hits: the top ``k``, best first.
+        retriever: the first stage that ran.
+        reranked: whether the cross-encoder reordered the candidates.
+        depth: how many first-stage candidates were reranked.
+        timings_ms: milliseconds per stage: ``first_stage``, ``fetch`` (reading texts), ``rerank``, ``total``.
+            In a batch, each query gets its share of the batch's time.
+        query_id: the query's id, when it has one.
+    """
+
+    query: str
+    hits: tuple[SearchHit, ...]
+    retriever: str
+    reranked: bool
+    depth: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    query_id: str | None = None
+
+    def doc_ids(self) -> list[str]:
+        """Return the doc ids in rank order."""
+        return [h.doc_id for h in self.hits]
+
+    def to_dict(self, *, with_documents: bool = True) -> dict[str, Any]:
+        """Return the result as JSON-ready values."""
+        return {
+            "query_id": self.query_id,
+            "query": self.query,
+            "retriever": self.retriever,
+            "reranked": self.reranked,
+            "depth": self.depth,
+            "timings_ms": self.timings_ms,
+            "hits": [h.to_dict(with_document=with_documents) for h in self.hits],
+        }
+
+
+class Pipeline:
+    """Retrieve with an index's first stage, then rerank the top ``depth`` with a cross-encoder.
+
+    Args:
+        index: an opened :class:`Index`, or its folder.
+        reranker: a :class:`CrossEncoder`, a model name for one (``"default"``), or ``None`` for
+            first-stage results only.
+
+    Example:
+        >>> pipe = Pipeline("my-index", reranker="default")  # doctest: +SKIP
+        >>> result = pipe.search("what is a cat", k=10, depth=100)  # doctest: +SKIP
+        >>> result.hits[0].doc_id, result.timings_ms  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        index: Index | str | os.PathLike[str],
+        reranker: CrossEncoder | str | os.PathLike[str] | None = "default",
+    ) -> None:
+        self.index = index if isinstance(index, Index) else Index.open(index)
+        self.reranker = CrossEncoder(reranker) if isinstance(reranker, (str, os.PathLike)) else reranker
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        depth: int = 100,
+        *,
+        retriever: Retriever | None = None,
+        rerank: bool = True,
+        query_id: str | None = None,
+    ) -> SearchResult:
+        """Return the top ``k`` for ``query``: first stage to ``depth``, then the cross-encoder.
+
+        Args:
+            query: the query text.
+            k: results to return.
+            depth: first-stage candidates to rerank (raised to ``k`` when smaller).
+            retriever: ``"bm25"``, ``"dense"`` or ``"hybrid"``; by default the index's own.
+            rerank: run the cross-encoder; ``False`` returns the first stage's top ``k`` to compare.
+            query_id: an id carried on the result.
+        """
+        return self.search_many([query], k=k, depth=depth, retriever=retriever, rerank=rerank, query_ids=[query_id])[0]
+
+    def search_many(
+        self,
+        queries: Sequence[str] | Mapping[str, str],
+        k: int = 10,
+        depth: int = 100,
+        *,
+        retriever: Retriever | None = None,
+        rerank: bool = True,
+        query_ids: Sequence[str | None] | None = None,
+    ) -> list[SearchResult]:
+        """Search a batch of queries (a list, or ``{query_id: text}``); one result per query, in order.
+
+        The first stage runs once for the batch and the cross-encoder scores all the batch's
+        pairs together, so a batch is faster than a loop of :meth:`search`.
+        """
+        if isinstance(queries, str):
+            raise InputError("pass a list of queries (or use search() for one)")
+        if isinstance(queries, Mapping):
+            query_ids = [str(q) for q in queries]
+            texts = [str(t) for t in queries.values()]
+        else:
+            texts = list(queries)
+            query_ids = list(query_ids) if query_ids is not None else [None] * len(texts)
+        bad = [i for i, q in enumerate(texts) if not isinstance(q, str) or not q.strip()]
+        if bad:
+            raise InputError(f"query {bad[0]} is empty or not a string ({texts[bad[0]]!r}); pass non-empty text")
+        if k < 1 or depth < 1:
+            raise InputError(f"k and depth must be >= 1 (got k={k}, depth={depth})")
+        do_rerank = rerank and self.reranker is not None
+        depth = max(depth, k)  # the cross-encoder reranks at least the k it returns
+        pool = depth if do_rerank else k
+        retriever = retriever or self.index.default_retriever
+        n = max(len(texts), 1)
+
+        t0 = time.perf_counter()
+        cands = self.index.retrieve(texts, k=pool, retriever=retriever)
+        t1 = time.perf_counter()
+        records = [self.index.documents(c.slots[: depth if do_rerank else k]) for c in cands]
+        t2 = time.perf_counter()
+        rerank_ms = 0.0
+        results = []
+        if do_rerank:
+            assert self.reranker is not None
+            rankings = self.reranker.rerank_many(texts, records, k=None)
+            rerank_ms = (time.perf_counter() - t2) * 1000
+        for qi, (text, cand) in enumerate(zip(texts, cands, strict=True)):
+            recs = records[qi]
+            hits: list[SearchHit] = []
+            order: list[tuple[int, float | None, bool]]
+            if do_rerank:
+                order = [(h.index, h.score, h.truncated) for h in rankings[qi].hits]
+            else:
+                order = [(i, None, False) for i in range(len(recs))]
+            for rank, (i, ce_score, trunc) in enumerate(order[:k], start=1):
+                fs = float(cand.scores[i])
+                hits.append(
+                    SearchHit(
+                        doc_id=recs[i]["id"],
+                        rank=rank,
+                        score=float(ce_score) if ce_score is not None else fs,
+                        first_stage_rank=i + 1,
+                        first_stage_score=fs,
+                        rerank_score=float(ce_score) if ce_score is not None else None,
+                        document=recs[i],
+                        truncated=bool(trunc),
+                    )
+                )
+            total = (t2 - t0) * 1000 / n + rerank_ms / n
+            timings = {
+                "first_stage": round((t1 - t0) * 1000 / n, 3),
+                "fetch": round((t2 - t1) * 1000 / n, 3),
+                "rerank": round(rerank_ms / n, 3),
+                "total": round(total, 3),
+            }
+            results.append(
+                SearchResult(
+                    query=text,
+                    hits=tuple(hits),
+                    retriever=retriever,
+                    reranked=do_rerank,
+                    depth=min(depth, len(cand)) if do_rerank else 0,
+                    timings_ms=timings,
+                    query_id=query_ids[qi],
+                )
+            )
+        return results
