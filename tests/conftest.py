@@ -44,3 +44,27 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tiny_models import build_all
 
     return build_all(tmp_path_factory.mktemp("tiny"))
+
+
+def beir(name: str) -> Path:
+    folder = SHARED / name
+    if not folder.is_dir():
+        pytest.fail(f"shared data not found at {folder}; set CROSSRANK_SHARED to the folder holding data/")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cisi_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 300 documents of CISI as a JSONL corpus (real text, small enough to embed quickly)."""
+    src = beir("cisi") / "corpus.jsonl"
+    out = tmp_path_factory.mktemp("cisi") / "corpus.jsonl"
+    lines = src.read_text(encoding="utf-8").splitlines()[:300]
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def hybrid_index(cisi_slice: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from crossrank.retrieve.index import Index
+
+    return Index.build(tmp_path_factory.mktemp("idx") / "hybrid", cisi_slice, retriever="hybrid")

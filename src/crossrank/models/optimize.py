@@ -155,13 +155,15 @@ def quantize_openvino(
     tokenizer_file: str | Path,
     max_length: int,
     calibration: tuple[list[str], list[str]] | None = None,
+    single_texts: bool = False,
 ) -> Path:
     """Write a statically quantized int8 OpenVINO model (``model.xml`` + ``model.bin``); return the folder.
 
     The graph (int8 or fp32 ONNX) is dequantized to fp32, then NNCF calibrates int8 ranges for
     every matrix product on ``calibration`` pairs (by default :func:`stdlib_pairs`), with
-    SmoothQuant and bias correction for transformers. Fixed ranges make a pair's score independent
-    of its batch-mates. Written to a temporary folder and renamed.
+    SmoothQuant and bias correction for transformers. ``single_texts=True`` calibrates a bi-encoder:
+    the queries and documents are fed as separate texts, as it will see them. Fixed ranges make a
+    pair's score independent of its batch-mates. Written to a temporary folder and renamed.
 
     Raises:
         MissingDependencyError: openvino or nncf is not installed.
@@ -179,7 +181,10 @@ def quantize_openvino(
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     queries, docs = calibration or stdlib_pairs()
-    enc = PairEncoder(tokenizer_file, max_length=max_length).encode(queries, docs)
+    if single_texts:
+        enc = _single_texts(tokenizer_file, [*queries, *docs], max_length)
+    else:
+        enc = PairEncoder(tokenizer_file, max_length=max_length).encode(queries, docs)
     items = []
     for i in range(0, len(enc), 4):
         w = int(enc.lengths[i : i + 4].max())
@@ -216,3 +221,24 @@ def quantize_openvino(
         nncf_log.setLevel(level)
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _single_texts(tokenizer_file: str | Path, texts: list[str], max_length: int) -> Any:
+    """Return texts encoded one per row (no pairs), padded, sorted by length, as the pair encoder's arrays."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from crossrank.rerank.encoding import EncodedPairs
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    encs = sorted(tok.encode_batch(texts), key=lambda e: len(e.ids))
+    width = max(len(e.ids) for e in encs)
+    ids = np.zeros((len(encs), width), np.int64)
+    mask = np.zeros((len(encs), width), np.int64)
+    for i, e in enumerate(encs):
+        ids[i, : len(e.ids)] = e.ids
+        mask[i, : len(e.ids)] = 1
+    lengths = mask.sum(axis=1).astype(np.int32)
+    return EncodedPairs(ids, mask, np.zeros_like(ids), lengths, np.zeros(len(encs), np.bool_))

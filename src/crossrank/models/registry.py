@@ -43,6 +43,14 @@ _MINILM_L12_CONFIG: dict[str, Any] = {
     "sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Sigmoid"},
 }
 
+# Architecture of BAAI/bge-small-en (BERT 12 layers x 384), from the shipped config.json.
+_BGE_SMALL_CONFIG: dict[str, Any] = {
+    **{
+        k: v for k, v in _MINILM_L12_CONFIG.items() if k not in ("architectures", "num_labels", "sentence_transformers")
+    },
+    "architectures": ["BertModel"],
+}
+
 
 @dataclass(frozen=True, slots=True)
 class BuiltinModel:
@@ -151,7 +159,12 @@ class BuiltinModel:
 
         folder = self.folder()
         py = f"py{sys.version_info.major}{sys.version_info.minor}"  # calibration text comes from the stdlib
-        target = cache_dir() / "builtin" / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-cal600-{py}"
+        single = self.kind == "bi-encoder"  # calibrate on single texts, as a bi-encoder sees them
+        target = (
+            cache_dir()
+            / "builtin"
+            / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-cal600{'-single' if single else ''}-{py}"
+        )
         if not (target / "model.xml").is_file():
             log.info("building the static int8 OpenVINO graph of %s into %s (once, about a minute)", self.name, target)
             quantize_openvino(
@@ -159,6 +172,7 @@ class BuiltinModel:
                 target,
                 tokenizer_file=folder / "tokenizer.json",
                 max_length=int(self.hf_config["max_position_embeddings"]),
+                single_texts=single,
             )
         return target
 
@@ -208,6 +222,7 @@ BUILTINS: dict[str, BuiltinModel] = {
             "config.json": "094f8e891b932f2000c92cfc663bac4c62069f5d8af5b5278c4306aef3084750",
         },
         hf_id="BAAI/bge-small-en",
+        hf_config=_BGE_SMALL_CONFIG,
         description="English bi-encoder (dense retrieval), BERT 12 layers x 384, int8 ONNX (the dense default)",
         kind="bi-encoder",
         embedding={

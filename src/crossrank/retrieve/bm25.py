@@ -43,6 +43,7 @@ class BM25Settings:
         k1: term-frequency saturation.
         b: document-length normalisation (0 = none, 1 = full).
         method: the BM25 variant (``"lucene"``, ``"robertson"``, ``"atire"``, ``"bm25l"``, ``"bm25+"``).
+        idf: the idf formula, when it should differ from ``method``'s (same choices).
         stemmer: a Snowball algorithm name from PyStemmer (``"porter"``, ``"english"``, ``"german"``,
             ...), or ``None`` for no stemming.
         stopwords: a language code bm25s knows (``"en"``, ``"de"``, ...), a list of words, or ``None``.
@@ -55,6 +56,7 @@ class BM25Settings:
     k1: float = 0.9
     b: float = 0.4
     method: str = "lucene"
+    idf: str | None = None
     stemmer: str | None = "porter"
     stopwords: str | tuple[str, ...] | None = "en"
     lower: bool = True
@@ -64,6 +66,8 @@ class BM25Settings:
     def __post_init__(self) -> None:
         if self.method not in _METHODS:
             raise ConfigError(f"BM25 method must be one of {', '.join(_METHODS)} (got {self.method!r})")
+        if self.idf is not None and self.idf not in _METHODS:
+            raise ConfigError(f"BM25 idf must be one of {', '.join(_METHODS)} or None (got {self.idf!r})")
         if not (self.k1 >= 0 and 0 <= self.b <= 1):
             raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={self.k1}, b={self.b})")
         if isinstance(self.stopwords, list):
@@ -182,7 +186,7 @@ def build_bm25(
         n_docs += int(lengths.size)
         total_len += int(lengths.sum())
     avg_len = total_len / max(n_docs, 1)
-    idf_fn = _select_idf_scorer(settings.method)
+    idf_fn = _select_idf_scorer(settings.idf or settings.method)
     idf = np.array([idf_fn(int(d), n_docs) if d else 0.0 for d in df.tolist()], dtype=np.float32)
     tfc_fn = _select_tfc_scorer(settings.method)
     non_occ = None
@@ -213,7 +217,9 @@ def build_bm25(
     order = np.argsort(col, kind="stable")  # CSC: by term, documents ascending inside each term
     indptr = np.zeros(num_terms + 1, dtype=np.int64)
     np.cumsum(np.bincount(col, minlength=num_terms), out=indptr[1:])
-    model = bm25s.BM25(k1=settings.k1, b=settings.b, delta=settings.delta, method=settings.method)
+    model = bm25s.BM25(
+        k1=settings.k1, b=settings.b, delta=settings.delta, method=settings.method, idf_method=settings.idf
+    )
     model.scores = {"data": data[order], "indices": row[order], "indptr": indptr, "num_docs": n_docs}
     model.vocab_dict = {}
     model.nonoccurrence_array = non_occ

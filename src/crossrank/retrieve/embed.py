@@ -12,7 +12,9 @@ import hashlib
 import json
 import logging
 import os
+import queue
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -68,8 +70,11 @@ class BiEncoder:
     Args:
         model: a built-in name (``"bge-small-en"``, the dense default, or ``"all-MiniLM-L6-v2"``), a
             local Hugging Face / sentence-transformers folder, an ONNX folder or file, or a hub id.
-        backend: ``"onnx"`` (ONNX Runtime), ``"torch"`` (transformers, fp32), or ``"auto"`` (ONNX when
-            the model has a graph, else torch).
+        backend: ``"openvino"`` (built-ins run a static int8 graph calibrated once, about a minute,
+            into crossrank's cache; a folder needs an OpenVINO IR or ONNX graph), ``"onnx"`` (ONNX
+            Runtime; built-ins run their fused fp32 graph), ``"torch"`` (transformers, fp32), or
+            ``"auto"``: OpenVINO for built-ins and IRs when it is installed, else ONNX when the model
+            has a graph, else torch. Every backend gives a text the same vector whatever its batch-mates.
         pooling, normalize, query_prompt, document_prompt, max_length: override what the model's
             files say (see :class:`EmbeddingSettings`).
         token_budget: most padded tokens per batch.
@@ -85,7 +90,7 @@ class BiEncoder:
         self,
         model: str | os.PathLike[str] = "bge-small-en",
         *,
-        backend: Literal["auto", "onnx", "torch"] = "auto",
+        backend: Literal["auto", "openvino", "onnx", "torch"] = "auto",
         pooling: Pooling | None = None,
         normalize: bool | None = None,
         query_prompt: str | None = None,
@@ -95,8 +100,8 @@ class BiEncoder:
         max_batch_size: int = 64,
         threads: int | None = None,
     ) -> None:
-        if backend not in ("auto", "onnx", "torch"):
-            raise ConfigError(f"backend must be 'auto', 'onnx' or 'torch' (got {backend!r})")
+        if backend not in ("auto", "openvino", "onnx", "torch"):
+            raise ConfigError(f"backend must be 'auto', 'openvino', 'onnx' or 'torch' (got {backend!r})")
         self.files: ModelFiles = resolve(model)
         builtin = lookup(self.files.builtin) if self.files.builtin else None
         if builtin is not None and builtin.kind != "bi-encoder":
@@ -122,7 +127,14 @@ class BiEncoder:
         settings = replace(base, **overrides)
         self.settings = replace(settings, max_length=min(settings.max_length, model_max))
         if backend == "auto":
-            backend = "onnx" if self.files.onnx_file is not None else "torch"
+            if (builtin is not None and self.files.onnx_file is not None) or self.files.openvino_file is not None:
+                backend = "openvino" if _has_openvino() else "onnx"
+            else:
+                backend = "onnx" if self.files.onnx_file is not None else "torch"
+            if backend == "onnx" and self.files.onnx_file is None:
+                backend = "torch"
+        if backend == "openvino" and self.files.onnx_file is None and self.files.openvino_file is None:
+            raise ModelError(f"model {self.files.name!r} has no ONNX graph or OpenVINO IR in {self.files.folder}")
         if backend == "onnx" and self.files.onnx_file is None:
             raise ModelError(f"model {self.files.name!r} has no ONNX graph in {self.files.folder}; use backend='torch'")
         if backend == "torch" and not self.files.has_weights:
@@ -136,7 +148,10 @@ class BiEncoder:
         self._pad_id = _pad_id(self._tok)
         threads = threads or default_threads()
         self._run: Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]]
-        if backend == "onnx":
+        self.parallelism = 1
+        if backend == "openvino":
+            self._run, self.dim = self._openvino(threads)
+        elif backend == "onnx":
             self._run, self.dim = self._onnx(threads)
         else:
             self._run, self.dim = self._torch(threads)
@@ -155,7 +170,7 @@ class BiEncoder:
 
         An index records this; opening it with a model whose fingerprint differs is refused.
         """
-        weights = self.files.onnx_file if self.backend_name == "onnx" else None
+        weights = self.files.onnx_file if self.backend_name in ("onnx", "openvino") else None
         if weights is None:
             weights = next(
                 (
@@ -168,6 +183,7 @@ class BiEncoder:
         return {
             "model": self.files.builtin or self.files.name,
             "weights_sha256": _sha256_head(weights) if weights is not None else None,
+            "backend": self.backend_name,
             "dim": self.dim,
             **asdict(self.settings),
         }
@@ -206,18 +222,30 @@ class BiEncoder:
         if truncated:
             self.num_truncated += truncated
             log.info("%d of %d texts were longer than %d tokens and truncated", truncated, n, self.settings.max_length)
-        for idx in plan_batches(lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size):
+
+        def run_one(idx: npt.NDArray[np.intp]) -> None:
             width = -(-int(lengths[idx].max()) // _BUCKET) * _BUCKET
             ids = np.full((idx.size, width), self._pad_id, dtype=np.int64)
             mask = np.zeros((idx.size, width), dtype=np.int64)
-            types = np.zeros((idx.size, width), dtype=np.int64)
             for row, i in enumerate(idx.tolist()):
                 e = encs[i]
                 ids[row, : len(e.ids)] = e.ids
                 mask[row, : len(e.ids)] = 1
-            out[idx] = self._pool(self._run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}), mask)
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            out[idx] = self._pool(self._run(feed), mask)
             if on_batch is not None:
                 on_batch(idx.size)
+
+        batches = plan_batches(
+            lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size, parallelism=self.parallelism
+        )
+        if self.parallelism <= 1:
+            for idx in batches:
+                run_one(idx)
+        else:  # several infer requests in flight; OpenVINO releases the GIL while it computes
+            with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="crossrank-embed") as pool:
+                for fut in [pool.submit(run_one, idx) for idx in batches]:
+                    fut.result()
         if self.settings.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)
@@ -242,18 +270,69 @@ class BiEncoder:
 
     # ---------------------------------------------------------------- backends
 
+    def _openvino(
+        self, threads: int
+    ) -> tuple[Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]], int]:
+        ov = require("openvino", feature="backend 'openvino'")
+        builtin = lookup(self.files.builtin) if self.files.builtin else None
+        graph = builtin.openvino_int8() / "model.xml" if builtin else (self.files.openvino_file or self.files.onnx_file)
+        assert graph is not None
+        core = ov.Core()
+        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        props = {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_NUM_THREADS": str(threads),
+            "NUM_STREAMS": str(threads),
+            "INFERENCE_PRECISION_HINT": "bf16" if "BF16" in caps else "f32",
+        }
+        try:
+            compiled = core.compile_model(core.read_model(str(graph)), "CPU", props)
+        except Exception as err:  # openvino raises RuntimeError subclasses of its own
+            raise ModelError(f"OpenVINO cannot load {graph} ({err}); re-export it") from err
+        names = {i.get_any_name() for i in compiled.inputs}
+        outputs = [o.get_any_name() for o in compiled.outputs]
+        out_idx = next(
+            (outputs.index(n) for n in ("sentence_embedding", "last_hidden_state", "token_embeddings") if n in outputs),
+            0,
+        )
+        pshape = compiled.outputs[out_idx].get_partial_shape()
+        last = pshape[pshape.rank.get_length() - 1]
+        dim = last.get_length() if last.is_static else int(self.files.config.get("hidden_size", 0))
+        use_types = uses_token_types(self.files.config) or not self.files.config
+        self.parallelism = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(self.parallelism):
+            requests.put(compiled.create_infer_request())
+        self.model_file = graph
+
+        def run(feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
+            inputs = graph_feed(names, use_types, feed["input_ids"], feed["attention_mask"], feed["token_type_ids"])
+            request = requests.get()
+            try:
+                result = np.array(request.infer(inputs)[out_idx], dtype=np.float32)  # copy: buffers are reused
+            finally:
+                requests.put(request)
+            return result
+
+        return run, int(dim)
+
     def _onnx(self, threads: int) -> tuple[Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]], int]:
         import onnxruntime as ort
 
         assert self.files.onnx_file is not None
+        builtin = lookup(self.files.builtin) if self.files.builtin else None
+        # a built-in's shipped graph quantizes activations per batch (vectors would depend on batch-mates):
+        # run its fused fp32 graph instead
+        graph = builtin.optimized_onnx("fp32") if builtin is not None else self.files.onnx_file
+        self.model_file = graph
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(self.files.onnx_file), opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own types
-            raise ModelError(f"ONNX Runtime cannot load {self.files.onnx_file} ({err})") from err
+            raise ModelError(f"ONNX Runtime cannot load {graph} ({err})") from err
         names = {i.name for i in session.get_inputs()}
         outputs = {o.name: o for o in session.get_outputs()}
         out_name = next(
@@ -358,3 +437,9 @@ def _sha256_head(path: Path) -> str:
             fh.seek(-(1 << 20), os.SEEK_END)
             h.update(fh.read(1 << 20))
     return h.hexdigest()
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None

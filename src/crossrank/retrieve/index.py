@@ -530,13 +530,23 @@ class Index:
 
     # ------------------------------------------------------------------ search
 
-    def retrieve(self, queries: Sequence[str], k: int = 100, *, retriever: Retriever | None = None) -> list[Candidates]:
+    def retrieve(
+        self,
+        queries: Sequence[str],
+        k: int = 100,
+        *,
+        retriever: Retriever | None = None,
+        fusion: Literal["rrf", "interpolate"] | None = None,
+        dense_weight: float | None = None,
+    ) -> list[Candidates]:
         """Return each query's top ``k`` candidates from a first stage (slots and scores, best first).
 
         Args:
             queries: query texts.
             k: candidates per query.
             retriever: ``"bm25"``, ``"dense"`` or ``"hybrid"``; by default what the index was built for.
+            fusion: for ``"hybrid"``: ``"rrf"`` or ``"interpolate"``; by default the index's setting.
+            dense_weight: for interpolation, the dense share; by default the index's setting.
 
         Raises:
             ConfigError: the index lacks that first stage.
@@ -555,12 +565,21 @@ class Index:
             return self._bm25_search(queries, k)
         if retriever == "dense":
             return self._dense_search(queries, k)
-        fusion = self.manifest["fusion"]
+        fusion_cfg = dict(self.manifest["fusion"])
+        if fusion is not None:
+            if fusion not in ("rrf", "interpolate"):
+                raise ConfigError(f"fusion must be 'rrf' or 'interpolate' (got {fusion!r})")
+            fusion_cfg["method"] = fusion
+        if dense_weight is not None:
+            if not 0.0 <= dense_weight <= 1.0:
+                raise ConfigError(f"dense_weight must be within [0, 1] (got {dense_weight})")
+            fusion_cfg["dense_weight"] = dense_weight
         pool = max(k, 100)
         sparse = self._bm25_search(queries, pool)
         dense = self._dense_search(queries, pool)
-        if fusion["method"] == "rrf":
-            return [fuse_rrf(s, d, k=k, rrf_k=int(fusion["rrf_k"])) for s, d in zip(sparse, dense, strict=True)]
+        if fusion_cfg["method"] == "rrf":
+            rrf_k = int(fusion_cfg["rrf_k"])
+            return [fuse_rrf(s, d, k=k, rrf_k=rrf_k) for s, d in zip(sparse, dense, strict=True)]
         out = []
         for qi, (s, d) in enumerate(zip(sparse, dense, strict=True)):
             union = np.union1d(s.slots, d.slots)
@@ -570,7 +589,7 @@ class Index:
                     self._bm25_scores_of(queries[qi], union),
                     self._dense_scores_of(queries[qi], union),
                     k=k,
-                    dense_weight=float(fusion["dense_weight"]),
+                    dense_weight=float(fusion_cfg["dense_weight"]),
                 )
             )
         return out

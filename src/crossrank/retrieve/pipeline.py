@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from crossrank.errors import InputError
 from crossrank.rerank.cross_encoder import CrossEncoder
@@ -126,6 +126,7 @@ class Pipeline:
         retriever: Retriever | None = None,
         rerank: bool = True,
         query_id: str | None = None,
+        fusion: Literal["rrf", "interpolate"] | None = None,
     ) -> SearchResult:
         """Return the top ``k`` for ``query``: first stage to ``depth``, then the cross-encoder.
 
@@ -136,8 +137,11 @@ class Pipeline:
             retriever: ``"bm25"``, ``"dense"`` or ``"hybrid"``; by default the index's own.
             rerank: run the cross-encoder; ``False`` returns the first stage's top ``k`` to compare.
             query_id: an id carried on the result.
+            fusion: for hybrid retrieval, ``"rrf"`` or ``"interpolate"`` (default: the index's).
         """
-        return self.search_many([query], k=k, depth=depth, retriever=retriever, rerank=rerank, query_ids=[query_id])[0]
+        return self.search_many(
+            [query], k=k, depth=depth, retriever=retriever, rerank=rerank, query_ids=[query_id], fusion=fusion
+        )[0]
 
     def search_many(
         self,
@@ -148,6 +152,7 @@ class Pipeline:
         retriever: Retriever | None = None,
         rerank: bool = True,
         query_ids: Sequence[str | None] | None = None,
+        fusion: Literal["rrf", "interpolate"] | None = None,
     ) -> list[SearchResult]:
         """Search a batch of queries (a list, or ``{query_id: text}``); one result per query, in order.
 
@@ -174,7 +179,7 @@ class Pipeline:
         n = max(len(texts), 1)
 
         t0 = time.perf_counter()
-        cands = self.index.retrieve(texts, k=pool, retriever=retriever)
+        cands = self.index.retrieve(texts, k=pool, retriever=retriever, fusion=fusion)
         t1 = time.perf_counter()
         records = [self.index.documents(c.slots[: depth if do_rerank else k]) for c in cands]
         t2 = time.perf_counter()
