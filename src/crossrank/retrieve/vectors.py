@@ -166,7 +166,6 @@ def build_hnsw(
         connectivity=connectivity,
         expansion_add=expansion_add,
     )
-    index.reserve(reader.count)
     for start in range(0, reader.count, chunk):
         stop = min(start + chunk, reader.count)
         vecs = np.asarray(reader.vectors[start:stop], dtype=np.float32)
