@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import beir
 
 from crossrank.errors import ConfigError, InputError
 from crossrank.retrieve.corpus import read_corpus
@@ -56,7 +55,9 @@ def test_reopened_index_gives_the_same_results(hybrid_index: Index) -> None:
     assert info["bytes_on_disk"] > 300 * 384 * 4
 
 
-def test_add_then_update_then_delete_equals_a_fresh_build(hybrid_index: Index, cisi_slice: Path, tmp_path: Path) -> None:
+def test_add_then_update_then_delete_equals_a_fresh_build(
+    hybrid_index: Index, cisi_slice: Path, tmp_path: Path
+) -> None:
     records = _records(cisi_slice)
     enc = hybrid_index.encoder
     assert enc is not None

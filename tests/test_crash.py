@@ -1,0 +1,140 @@
+"""Kill index writes with SIGKILL at random points: a reopened index is the old one, the new one, or a clear error."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import beir
+from crossrank.retrieve.index import Index, IndexError_
+
+QUERIES = ["computer programs for sorting", "parallel processing languages", "numerical integration error bounds"]
+
+WRITER = """
+import sys
+from crossrank.retrieve.index import Index
+mode, folder, corpus = sys.argv[1:4]
+if mode == "build":
+    Index.build(folder, corpus, overwrite=True, chunk_size=256)
+else:
+    Index.open(folder).add(corpus, on_conflict="replace", chunk_size=256)
+print("done", flush=True)
+"""
+
+
+def _results(folder: Path) -> list[list[tuple[str, float]]]:
+    index = Index.open(folder)
+    try:
+        return [
+            list(zip(index.doc_ids(c.slots), [round(float(s), 4) for s in c.scores], strict=True))
+            for c in index.retrieve(QUERIES, k=10)
+        ]
+    finally:
+        index.close()
+
+
+def _write(mode: str, folder: Path, corpus: Path, kill_after: float | None) -> bool:
+    """Run a write in a subprocess; SIGKILL it after ``kill_after`` seconds. Return whether it finished."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, mode, str(folder), str(corpus)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if kill_after is None:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        return True
+    try:
+        proc.communicate(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return False
+    return proc.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two versions of CACM: the old index holds the first half, a rebuild or an add brings the rest."""
+    folder = tmp_path_factory.mktemp("crash-corpora")
+    lines = (beir("cacm") / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    old = folder / "old.jsonl"
+    old.write_text("\n".join(lines[:1600]) + "\n", encoding="utf-8")
+    full = folder / "full.jsonl"
+    full.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rest = folder / "rest.jsonl"
+    rest.write_text("\n".join(lines[1600:]) + "\n", encoding="utf-8")
+    return {"old": old, "full": full, "rest": rest}
+
+
+@pytest.mark.parametrize("mode", ["build", "add"])
+def test_sigkill_during_a_write_never_leaves_a_half_index(mode: str, corpora: dict[str, Path], tmp_path: Path) -> None:
+    # the two legal outcomes: the index before the write, and the index after it
+    before_dir, after_dir = tmp_path / "before", tmp_path / "after"
+    _write("build", before_dir, corpora["old"], None)
+    _write("build", after_dir, corpora["old"], None)
+    started = time.perf_counter()
+    _write(mode, after_dir, corpora["full"] if mode == "build" else corpora["rest"], None)
+    full_time = time.perf_counter() - started
+    before, after = _results(before_dir), _results(after_dir)
+    assert before != after
+
+    rng = random.Random(7)
+    outcomes = []
+    for trial in range(6):
+        folder = tmp_path / f"trial{trial}"
+        _write("build", folder, corpora["old"], None)
+        finished = _write(
+            mode, folder, corpora["full"] if mode == "build" else corpora["rest"], rng.uniform(0.2, full_time)
+        )
+        got = _results(folder)
+        assert got in (before, after), f"trial {trial}: reopened index gives results that are neither old nor new"
+        if finished:
+            assert got == after
+        outcomes.append("new" if got == after else "old")
+        # the next write works and cleans up what the killed one left
+        _write(mode, folder, corpora["full"] if mode == "build" else corpora["rest"], None)
+        assert _results(folder) == after
+        assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    assert "old" in outcomes  # the kills did land mid-write
+
+
+def test_sigkill_during_a_first_build_gives_a_clear_error(corpora: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "first"
+    started = time.perf_counter()
+    _write("build", tmp_path / "timing", corpora["full"], None)
+    full_time = time.perf_counter() - started
+    rng = random.Random(11)
+    errors = 0
+    for trial in range(4):
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        finished = _write("build", folder, corpora["full"], rng.uniform(0.2, full_time * 0.9))
+        if finished:
+            continue
+        if not folder.exists():
+            continue  # killed before the folder was made: nothing to open
+        try:
+            index = Index.open(folder)
+        except IndexError_ as err:
+            assert "interrupted" in str(err) or "not a crossrank index" in str(err)
+            errors += 1
+        else:  # killed after the commit: the index is complete
+            assert len(index) == 3204
+            index.close()
+    assert errors >= 1
+    # and the manifest of a completed build records what it holds
+    manifest_dir = tmp_path / "timing"
+    current = (manifest_dir / "CURRENT").read_text().strip()
+    manifest = json.loads((manifest_dir / current / "manifest.json").read_text())
+    assert manifest["counts"]["documents"] == 3204 and manifest["retriever"] == "bm25"
