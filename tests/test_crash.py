@@ -49,7 +49,7 @@ def _write(mode: str, folder: Path, corpus: Path, kill_after: float | None) -> b
         text=True,
     )
     if kill_after is None:
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         return True
     try:
@@ -114,7 +114,7 @@ def test_sigkill_during_a_first_build_gives_a_clear_error(corpora: dict[str, Pat
     full_time = time.perf_counter() - started
     rng = random.Random(11)
     errors = 0
-    for trial in range(4):
+    for _trial in range(4):
         if folder.exists():
             import shutil
 
