@@ -192,7 +192,7 @@ class Index:
         ann: Literal["auto", "exact", "hnsw"] = "auto",
         hnsw_connectivity: int = 16,
         hnsw_expansion_add: int = 128,
-        hnsw_expansion_search: int = 64,
+        hnsw_expansion_search: int = 128,
         fusion: Literal["rrf", "interpolate"] = "rrf",
         rrf_k: int = 60,
         dense_weight: float = 0.5,

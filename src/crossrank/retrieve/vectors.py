@@ -63,7 +63,7 @@ class VectorReader:
     """
 
     def __init__(
-        self, folder: Path, count: int, dim: int, dtype: VectorDtype, *, hnsw: bool, expansion_search: int = 64
+        self, folder: Path, count: int, dim: int, dtype: VectorDtype, *, hnsw: bool, expansion_search: int = 128
     ) -> None:
         self.count, self.dim, self.dtype = count, dim, dtype
         np_dtype = np.int8 if dtype == "int8" else np.float32
