@@ -21,25 +21,43 @@ from crossrank.rerank.config import ScoringConfig
 
 if TYPE_CHECKING:
     from crossrank.rerank.cross_encoder import CrossEncoder
+    from crossrank.retrieve.bm25 import BM25Settings
+    from crossrank.retrieve.embed import BiEncoder
+    from crossrank.retrieve.index import Index
+    from crossrank.retrieve.pipeline import Pipeline, SearchHit, SearchResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BM25Settings",
+    "BiEncoder",
     "ConfigError",
     "CrossEncoder",
     "CrossrankError",
     "Hit",
+    "Index",
     "InputError",
     "MissingDependencyError",
     "ModelError",
     "ModelNotFoundError",
+    "Pipeline",
     "Ranking",
     "ScoredPairs",
     "ScoringConfig",
+    "SearchHit",
+    "SearchResult",
     "__version__",
 ]
 
-_LAZY = {"CrossEncoder": "crossrank.rerank.cross_encoder"}
+_LAZY = {
+    "CrossEncoder": "crossrank.rerank.cross_encoder",
+    "BiEncoder": "crossrank.retrieve.embed",
+    "BM25Settings": "crossrank.retrieve.bm25",
+    "Index": "crossrank.retrieve.index",
+    "Pipeline": "crossrank.retrieve.pipeline",
+    "SearchHit": "crossrank.retrieve.pipeline",
+    "SearchResult": "crossrank.retrieve.pipeline",
+}
 
 
 def __getattr__(name: str) -> Any:
