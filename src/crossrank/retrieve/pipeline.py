@@ -8,8 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from crossrank.errors import InputError
 from crossrank.rerank.cross_encoder import CrossEncoder
+from crossrank.retrieve.fusion import minmax
 from crossrank.retrieve.index import Index, Retriever
 
 __all__ = ["Pipeline", "SearchHit", "SearchResult"]
@@ -22,7 +25,8 @@ class SearchHit:
     Attributes:
         doc_id: the document's id.
         rank: its final rank (1 = best).
-        score: its final score: the cross-encoder's when reranked, else the first stage's.
+        score: its final score: the cross-encoder's when reranked (blended with the first stage's
+            when ``rerank_weight < 1``), else the first stage's.
         first_stage_rank: its rank in the first stage (1 = best).
         first_stage_score: its first-stage score (BM25, dot product, or fused).
         rerank_score: the cross-encoder's score, or ``None`` when reranking was off.
@@ -102,6 +106,8 @@ class Pipeline:
         index: an opened :class:`Index`, or its folder.
         reranker: a :class:`CrossEncoder`, a model name for one (``"default"``), or ``None`` for
             first-stage results only.
+        rerank_weight: the cross-encoder's share of the final score (1.0: the cross-encoder's
+            order alone); see :meth:`search_many`.
 
     Example:
         >>> pipe = Pipeline("my-index", reranker="default")  # doctest: +SKIP
@@ -113,7 +119,12 @@ class Pipeline:
         self,
         index: Index | str | os.PathLike[str],
         reranker: CrossEncoder | str | os.PathLike[str] | None = "default",
+        *,
+        rerank_weight: float = 1.0,
     ) -> None:
+        if not 0.0 <= rerank_weight <= 1.0:
+            raise InputError(f"rerank_weight must be within [0, 1] (got {rerank_weight})")
+        self.rerank_weight = rerank_weight
         self.index = index if isinstance(index, Index) else Index.open(index)
         self.reranker = CrossEncoder(reranker) if isinstance(reranker, (str, os.PathLike)) else reranker
 
@@ -127,6 +138,7 @@ class Pipeline:
         rerank: bool = True,
         query_id: str | None = None,
         fusion: Literal["rrf", "interpolate"] | None = None,
+        rerank_weight: float | None = None,
     ) -> SearchResult:
         """Return the top ``k`` for ``query``: first stage to ``depth``, then the cross-encoder.
 
@@ -138,9 +150,17 @@ class Pipeline:
             rerank: run the cross-encoder; ``False`` returns the first stage's top ``k`` to compare.
             query_id: an id carried on the result.
             fusion: for hybrid retrieval, ``"rrf"`` or ``"interpolate"`` (default: the index's).
+            rerank_weight: the cross-encoder's share of the final score; see :meth:`search_many`.
         """
         return self.search_many(
-            [query], k=k, depth=depth, retriever=retriever, rerank=rerank, query_ids=[query_id], fusion=fusion
+            [query],
+            k=k,
+            depth=depth,
+            retriever=retriever,
+            rerank=rerank,
+            query_ids=[query_id],
+            fusion=fusion,
+            rerank_weight=rerank_weight,
         )[0]
 
     def search_many(
@@ -153,11 +173,17 @@ class Pipeline:
         rerank: bool = True,
         query_ids: Sequence[str | None] | None = None,
         fusion: Literal["rrf", "interpolate"] | None = None,
+        rerank_weight: float | None = None,
     ) -> list[SearchResult]:
         """Search a batch of queries (a list, or ``{query_id: text}``); one result per query, in order.
 
         The first stage runs once for the batch and the cross-encoder scores all the batch's
         pairs together, so a batch is faster than a loop of :meth:`search`.
+
+        ``rerank_weight`` (default: the pipeline's, 1.0) is the cross-encoder's share of the final
+        score: ``w * minmax(cross-encoder) + (1 - w) * minmax(first stage)``, both normalised over
+        the query's reranked candidates. 1.0 orders by the cross-encoder alone; lower values keep
+        some of the first stage's judgement, which helps out of the cross-encoder's domain.
         """
         if isinstance(queries, str):
             raise InputError("pass a list of queries (or use search() for one)")
@@ -172,6 +198,9 @@ class Pipeline:
             raise InputError(f"query {bad[0]} is empty or not a string ({texts[bad[0]]!r}); pass non-empty text")
         if k < 1 or depth < 1:
             raise InputError(f"k and depth must be >= 1 (got k={k}, depth={depth})")
+        weight = self.rerank_weight if rerank_weight is None else float(rerank_weight)
+        if not 0.0 <= weight <= 1.0:
+            raise InputError(f"rerank_weight must be within [0, 1] (got {weight})")
         do_rerank = rerank and self.reranker is not None
         depth = max(depth, k)  # the cross-encoder reranks at least the k it returns
         pool = depth if do_rerank else k
@@ -192,18 +221,25 @@ class Pipeline:
         for qi, (text, cand) in enumerate(zip(texts, cands, strict=True)):
             recs = records[qi]
             hits: list[SearchHit] = []
-            order: list[tuple[int, float | None, bool]]
+            order: list[tuple[int, float | None, bool, float]]
             if do_rerank:
-                order = [(h.index, h.score, h.truncated) for h in rankings[qi].hits]
+                ce_hits = rankings[qi].hits
+                order = [(h.index, h.score, h.truncated, h.score) for h in ce_hits]
+                if weight < 1.0 and ce_hits:
+                    idx = np.array([h.index for h in ce_hits])
+                    ce = np.array([h.score for h in ce_hits], dtype=np.float32)
+                    final = weight * minmax(ce) + (1.0 - weight) * minmax(cand.scores[idx])
+                    by = np.lexsort((idx, -final))  # ties: first-stage order
+                    order = [(int(idx[j]), float(ce[j]), ce_hits[j].truncated, float(final[j])) for j in by]
             else:
-                order = [(i, None, False) for i in range(len(recs))]
-            for rank, (i, ce_score, trunc) in enumerate(order[:k], start=1):
+                order = [(i, None, False, float(cand.scores[i])) for i in range(len(recs))]
+            for rank, (i, ce_score, trunc, final_score) in enumerate(order[:k], start=1):
                 fs = float(cand.scores[i])
                 hits.append(
                     SearchHit(
                         doc_id=recs[i]["id"],
                         rank=rank,
-                        score=float(ce_score) if ce_score is not None else fs,
+                        score=final_score,
                         first_stage_rank=i + 1,
                         first_stage_score=fs,
                         rerank_score=float(ce_score) if ce_score is not None else None,
