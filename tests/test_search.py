@@ -58,6 +58,18 @@ def test_rerank_off_batches_and_retriever_choice(hybrid_index: Index, default_mo
         single = pipe.search(r.query, k=4, depth=20, retriever="bm25")
         assert r.doc_ids() == single.doc_ids() and r.retriever == "bm25"
         np.testing.assert_allclose([h.score for h in r.hits], [h.score for h in single.hits], atol=1e-6)
+    # rerank_weight 0 keeps the first stage's order, 1 the cross-encoder's; both scores stay on the hits
+    kept = pipe.search(QUERY, k=10, depth=10, rerank_weight=0.0)
+    assert [h.first_stage_rank for h in kept.hits] == list(range(1, 11))
+    assert all(h.rerank_score is not None for h in kept.hits)
+    half = pipe.search(QUERY, k=10, depth=10, rerank_weight=0.5)
+    ce = np.array([h.rerank_score for h in half.hits])
+    fs = np.array([h.first_stage_score for h in half.hits])
+    norm = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
+    np.testing.assert_allclose([h.score for h in half.hits], 0.5 * norm(ce) + 0.5 * norm(fs), atol=1e-6)
+    assert [h.score for h in half.hits] == sorted((h.score for h in half.hits), reverse=True)
+    with pytest.raises(InputError, match="rerank_weight"):
+        pipe.search(QUERY, rerank_weight=1.5)
     dense = pipe.search(QUERY, k=4, depth=20, retriever="dense")
     assert dense.retriever == "dense"
     with pytest.raises(InputError, match="empty"):

@@ -148,6 +148,10 @@ def search(
     depth: Annotated[int, typer.Option(help="First-stage candidates reranked per query.")] = 100,
     retriever: Annotated[str | None, typer.Option(help="bm25, dense or hybrid (default: the index's).")] = None,
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Rerank with the cross-encoder.")] = True,
+    rerank_weight: Annotated[
+        float,
+        typer.Option(help="Cross-encoder share of the final score (1: its order alone; <1 blends in the first stage)."),
+    ] = 1.0,
     model: Annotated[str, typer.Option("--model", "-m", help="Cross-encoder for reranking.")] = "default",
     output: Annotated[Path | None, typer.Option(help="TREC run to write ('-' for stdout).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or jsonl (one query).")] = "table",
@@ -163,7 +167,7 @@ def search(
         raise InputError("--queries needs --output run.trec ('-' for stdout)")
     if fmt not in ("table", "jsonl"):
         raise InputError(f"--format must be table or jsonl (got {fmt!r})")
-    pipe = Pipeline(index, reranker=model if rerank else None)
+    pipe = Pipeline(index, reranker=model if rerank else None, rerank_weight=rerank_weight)
     ret = _retriever(retriever)
     if query is not None:
         result = pipe.search(query, k=k, depth=depth, retriever=ret, rerank=rerank)
