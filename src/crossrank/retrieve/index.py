@@ -24,6 +24,7 @@ import os
 import shutil
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -147,6 +148,7 @@ class Index:
             for s in self.segments
         ]
         self._starts = np.array([s.start for s in self.segments], dtype=np.int64)
+        self._db_lock = threading.Lock()  # one SQLite connection per segment, shared by threads
 
     def __len__(self) -> int:
         return int(self.manifest["counts"]["documents"])
@@ -488,7 +490,9 @@ class Index:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                for doc_id, row in db.execute(f"SELECT id, row FROM docs WHERE id IN ({marks})", chunk):
+                with self._db_lock:
+                    rows = db.execute(f"SELECT id, row FROM docs WHERE id IN ({marks})", chunk).fetchall()
+                for doc_id, row in rows:
                     slot = seg.start + int(row)
                     if self.live[slot]:
                         out[str(doc_id)] = slot
@@ -503,12 +507,13 @@ class Index:
             pos = np.flatnonzero(seg_of == si)
             rows = (slots_arr[pos] - self._starts[si]).tolist()
             marks = ",".join("?" * len(rows))
-            found = {
-                int(r[0]): r[1:]
-                for r in self._db[si].execute(
-                    f"SELECT row, id, title, text, metadata FROM docs WHERE row IN ({marks})", rows
-                )
-            }
+            with self._db_lock:
+                found = {
+                    int(r[0]): r[1:]
+                    for r in self._db[si].execute(
+                        f"SELECT row, id, title, text, metadata FROM docs WHERE row IN ({marks})", rows
+                    )
+                }
             for p, r in zip(pos.tolist(), rows, strict=True):
                 doc_id, title, text, meta = found[r]
                 rec: dict[str, Any] = {"id": doc_id, "title": title, "text": text}
@@ -576,7 +581,9 @@ class Index:
             fusion_cfg["dense_weight"] = dense_weight
         pool = max(k, 100)
         sparse = self._bm25_search(queries, pool)
-        dense = self._dense_search(queries, pool)
+        assert self.encoder is not None
+        qv = self.encoder.encode_queries(list(queries))
+        dense = self._dense_search(queries, pool, qv)
         if fusion_cfg["method"] == "rrf":
             rrf_k = int(fusion_cfg["rrf_k"])
             return [fuse_rrf(s, d, k=k, rrf_k=rrf_k) for s, d in zip(sparse, dense, strict=True)]
@@ -587,7 +594,7 @@ class Index:
                 fuse_interpolate(
                     union,
                     self._bm25_scores_of(queries[qi], union),
-                    self._dense_scores_of(queries[qi], union),
+                    self._dense_scores_of(qv[qi : qi + 1], union),
                     k=k,
                     dense_weight=float(fusion_cfg["dense_weight"]),
                 )
@@ -610,9 +617,12 @@ class Index:
         rows = np.searchsorted(self._bm25_rows, slots)  # bm25 rows are the live slots, ascending
         return np.asarray(all_scores[rows], dtype=np.float32)
 
-    def _dense_search(self, queries: Sequence[str], k: int) -> list[Candidates]:
+    def _dense_search(
+        self, queries: Sequence[str], k: int, qv: npt.NDArray[np.float32] | None = None
+    ) -> list[Candidates]:
         assert self.encoder is not None
-        qv = self.encoder.encode_queries(list(queries))
+        if qv is None:
+            qv = self.encoder.encode_queries(list(queries))
         all_slots, all_scores = [], []
         for seg, reader in zip(self.segments, self._vectors, strict=True):
             rows, scores = reader.search(qv, k, self.live[seg.start : seg.start + seg.count])
@@ -628,9 +638,7 @@ class Index:
             out.append(Candidates(s[order], sc[order]))
         return out
 
-    def _dense_scores_of(self, query: str, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        assert self.encoder is not None
-        qv = self.encoder.encode_queries([query])
+    def _dense_scores_of(self, qv: npt.NDArray[np.float32], slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         out = np.zeros(slots.size, np.float32)
         seg_of = np.searchsorted(self._starts, slots, side="right") - 1
         for si in np.unique(seg_of).tolist():
