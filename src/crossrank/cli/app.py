@@ -435,9 +435,10 @@ def _print_table(rows: list[dict[str, Any]], *, title: str, text_rows: list[str]
 
 
 # the index and search commands live in their own module and register on `app`
+from crossrank.cli import eval_cmds as _eval_cmds  # noqa: E402
 from crossrank.cli import search_cmds as _search_cmds  # noqa: E402
 
-del _search_cmds
+del _search_cmds, _eval_cmds
 
 
 def main() -> None:
