@@ -194,7 +194,17 @@ def build_bm25(
         zero_tfc = tfc_fn(np.zeros(1, np.float32), avg_len, avg_len, settings.k1, settings.b, settings.delta)
         non_occ = (idf * np.float32(zero_tfc[0])).astype(np.float32)
 
-    datas, rows, cols = [], [], []
+    # The matrix is assembled in place on disk: pass 1 gave each term's document count, so its
+    # column's slice of the CSC arrays is known, and each chunk's entries are scattered straight
+    # into their final positions. Memory stays at one chunk; the arrays are memory-mapped files.
+    indptr = np.zeros(num_terms + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    nnz = int(indptr[-1])
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_data, tmp_rows = folder / ".data.tmp", folder / ".indices.tmp"
+    data = np.memmap(tmp_data, dtype=np.float32, mode="w+", shape=(max(nnz, 1),))
+    rows = np.memmap(tmp_rows, dtype=np.int32, mode="w+", shape=(max(nnz, 1),))
+    cursor = indptr[:-1].copy()  # next free position in each term's column
     row0 = 0
     for flat, lengths in chunks:
         doc = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
@@ -206,25 +216,28 @@ def build_bm25(
         score = (idf[t] * tfc).astype(np.float32)
         if non_occ is not None:
             score -= non_occ[t]
-        datas.append(score)
-        rows.append((d + row0).astype(np.int32))
-        cols.append(t.astype(np.int32))
+        by_term = np.argsort(t, kind="stable")  # documents stay ascending inside each term
+        ts = t[by_term]
+        first = np.searchsorted(ts, ts, side="left")  # index of the first entry of each entry's term
+        pos = cursor[ts] + (np.arange(ts.size) - first)
+        data[pos] = score[by_term]
+        rows[pos] = (d[by_term] + row0).astype(np.int32)
+        cursor += np.bincount(t, minlength=num_terms)
         row0 += int(lengths.size)
-    data = np.concatenate(datas) if datas else np.zeros(0, np.float32)
-    row = np.concatenate(rows) if rows else np.zeros(0, np.int32)
-    col = np.concatenate(cols) if cols else np.zeros(0, np.int32)
-    del datas, rows, cols
-    order = np.argsort(col, kind="stable")  # CSC: by term, documents ascending inside each term
-    indptr = np.zeros(num_terms + 1, dtype=np.int64)
-    np.cumsum(np.bincount(col, minlength=num_terms), out=indptr[1:])
+    data.flush()
+    rows.flush()
     model = bm25s.BM25(
         k1=settings.k1, b=settings.b, delta=settings.delta, method=settings.method, idf_method=settings.idf
     )
-    model.scores = {"data": data[order], "indices": row[order], "indptr": indptr, "num_docs": n_docs}
+    model.scores = {"data": data[:nnz], "indices": rows[:nnz], "indptr": indptr, "num_docs": n_docs}
     model.vocab_dict = {}
     model.nonoccurrence_array = non_occ
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(str(folder))
+    try:
+        model.save(str(folder))  # bm25s's own format, written from the memory maps
+    finally:
+        del model, data, rows
+        tmp_data.unlink(missing_ok=True)
+        tmp_rows.unlink(missing_ok=True)
     return n_docs
 
 
