@@ -192,6 +192,37 @@ def case_dense(n: int, dtype: str) -> dict[str, Any]:
     }
 
 
+def case_real() -> dict[str, Any]:
+    """HNSW on real vectors only (8,000 bge-small-en document vectors of the shared corpora)."""
+    from crossrank.retrieve.vectors import VectorReader, VectorWriter, build_hnsw
+
+    real, queries = _real_vectors()
+    folder = WORK / "dense-real"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    writer = VectorWriter(folder, real.shape[1], "float32")
+    writer.append(real)
+    writer.close()
+    build_hnsw(VectorReader(folder, len(real), real.shape[1], "float32", hnsw=False), folder / "hnsw.usearch")
+    reader = VectorReader(folder, len(real), real.shape[1], "float32", hnsw=True)
+    live = np.ones(len(real), dtype=np.bool_)
+    exact_rows, _ = reader.search(queries, 10, live, exact=True)
+    sweep = {}
+    for ef in (64, 128, 256):
+        reader.hnsw.expansion_search = ef
+        rows, _ = reader.search(queries, 10, live)
+        recall = float(
+            np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), exact_rows.tolist(), strict=True)])
+        )
+        sweep[str(ef)] = {"recall@10": round(recall, 4)}
+    return {
+        "case": "dense-hnsw-real-8000",
+        "vectors": len(real),
+        "queries": len(queries),
+        "hnsw_by_expansion_search": sweep,
+    }
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -205,11 +236,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.case:  # child process: one case, JSON on the last line
         kind, n = args.case.split(":")
-        out = case_bm25(int(n)) if kind == "bm25" else case_dense(int(n), args.dtype)
+        cases_by_kind = {
+            "real": case_real,
+            "bm25": lambda: case_bm25(int(n)),
+            "dense": lambda: case_dense(int(n), args.dtype),
+        }
+        out = cases_by_kind[kind]()
         print(json.dumps(out))
         return
     WORK.mkdir(parents=True, exist_ok=True)
     cases = [f"bm25:{n}" for n in args.bm25_docs.split(",") if n] + [f"dense:{n}" for n in args.dense.split(",") if n]
+    if args.dense:
+        cases.append("real:0")
     results = []
     for case in cases:
         print(f"running {case} ...", file=sys.stderr, flush=True)
