@@ -135,16 +135,20 @@ def _real_vectors() -> tuple[np.ndarray, np.ndarray]:
     return dv, qv
 
 
-def case_dense(n: int, dtype: str) -> dict[str, Any]:
+def case_dense(n: int, dtype: str, kind: str = "gaussian") -> dict[str, Any]:
     from crossrank.retrieve.vectors import VectorReader, VectorWriter, build_hnsw
 
     real, queries = _real_vectors()
-    # A Gaussian with the real vectors' mean and full covariance, renormalised: the same anisotropy
-    # and spread as bge-small-en's embedding space, without near-duplicate clusters (noisy copies of
-    # a few thousand real vectors would make the top 10 a draw among near-ties).
+    # "gaussian": a Gaussian with the real vectors' mean and full covariance, renormalised: the same
+    # anisotropy and spread as bge-small-en's space, but filling all its dimensions (a hard case).
+    # "copies": real vectors plus Gaussian noise at the spread of real nearest neighbours: near the
+    # real surface, but many near-duplicates per real vector at 1M (also hard: near-ties).
     mean = real.mean(axis=0)
     chol = np.linalg.cholesky(np.cov(real, rowvar=False) + 1e-6 * np.eye(real.shape[1]))
-    folder = WORK / f"dense-{n}-{dtype}"
+    sims = real[:500] @ real.T
+    np.fill_diagonal(sims[:, :500], -1)
+    sigma = np.sqrt(np.maximum(0, 2 - 2 * sims.max(axis=1))).mean() / np.sqrt(real.shape[1])
+    folder = WORK / f"dense-{n}-{dtype}-{kind}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     rng = np.random.default_rng(2)
@@ -152,7 +156,11 @@ def case_dense(n: int, dtype: str) -> dict[str, Any]:
     writer = VectorWriter(folder, real.shape[1], dtype)  # type: ignore[arg-type]
     for start in range(0, n, 50_000):
         m = min(50_000, n - start)
-        v = (mean + rng.standard_normal((m, real.shape[1])) @ chol.T).astype(np.float32)
+        if kind == "gaussian":
+            v = (mean + rng.standard_normal((m, real.shape[1])) @ chol.T).astype(np.float32)
+        else:
+            base = real[rng.integers(0, len(real), size=m)]
+            v = base + rng.normal(0, sigma, size=base.shape).astype(np.float32)
         writer.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32))
     writer.close()
     write_s = time.perf_counter() - t
@@ -177,11 +185,14 @@ def case_dense(n: int, dtype: str) -> dict[str, Any]:
         }
     lat_exact = _latency(lambda q: reader.search(np.stack(q), 100, live, exact=True), list(qs[:50]))
     return {
-        "case": f"dense-hnsw-{n}-{dtype}",
+        "case": f"dense-hnsw-{n}-{dtype}-{kind}",
         "vectors": n,
         "dim": int(real.shape[1]),
         "dtype": dtype,
-        "vectors_text": "Gaussian fitted to real bge-small-en document vectors (mean, covariance); real queries",
+        "vectors_text": {
+            "gaussian": "Gaussian fitted to real bge-small-en document vectors (mean, covariance); real queries",
+            "copies": "real bge-small-en document vectors plus noise at the nearest-neighbour spread; real queries",
+        }[kind],
         "write_s": round(write_s, 1),
         "hnsw_build_s": round(hnsw_s, 1),
         "vectors_per_s": round(n / hnsw_s),
@@ -231,6 +242,7 @@ def main() -> None:
     ap.add_argument("--bm25-docs", default="1000000", help="comma-separated corpus sizes for BM25")
     ap.add_argument("--dense", default="100000,1000000", help="comma-separated vector counts for HNSW")
     ap.add_argument("--dtype", default="float32", choices=["float32", "int8"])
+    ap.add_argument("--vectors", default="gaussian,copies", help="synthetic vector kinds: gaussian, copies")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-retrieval-scale.json")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -239,21 +251,21 @@ def main() -> None:
         cases_by_kind = {
             "real": case_real,
             "bm25": lambda: case_bm25(int(n)),
-            "dense": lambda: case_dense(int(n), args.dtype),
+            "dense": lambda: case_dense(int(n), args.dtype, args.vectors),
         }
         out = cases_by_kind[kind]()
         print(json.dumps(out))
         return
     WORK.mkdir(parents=True, exist_ok=True)
-    cases = [f"bm25:{n}" for n in args.bm25_docs.split(",") if n] + [f"dense:{n}" for n in args.dense.split(",") if n]
+    dense = [(n, v) for v in args.vectors.split(",") if v for n in args.dense.split(",") if n]
+    cases = [(f"bm25:{n}", "") for n in args.bm25_docs.split(",") if n] + [(f"dense:{n}", v) for n, v in dense]
     if args.dense:
-        cases.append("real:0")
+        cases.append(("real:0", ""))
     results = []
-    for case in cases:
-        print(f"running {case} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(
-            [sys.executable, __file__, "--case", case, "--dtype", args.dtype], capture_output=True, text=True
-        )
+    for case, kind in cases:
+        print(f"running {case} {kind} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, __file__, "--case", case, "--dtype", args.dtype, "--vectors", kind or "gaussian"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"{case} failed")
