@@ -60,7 +60,7 @@ def test_problem_runs_are_reported_never_silent(dl19: Path, tmp_path: Path) -> N
     assert zero.aggregate["r"]["nDCG@10"] == pytest.approx(skip.aggregate["r"]["nDCG@10"] * 42 / 43)
     malformed = tmp_path / "malformed.trec"
     malformed.write_text("1 Q0 D1 1 x tag\n")
-    with pytest.raises(InputError, match=r"malformed\.trec:1 has a non-numeric score"):
+    with pytest.raises(InputError, match=r"malformed\.trec:1 has a non-numeric rank or score"):
         read_run_checked(malformed)
     with pytest.raises(InputError, match="unknown measure"):
         evaluate(qrels, {"r": run}, "nDCG@ten")

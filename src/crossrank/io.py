@@ -12,6 +12,7 @@ from crossrank.errors import InputError
 from crossrank.ranking import Ranking
 
 __all__ = [
+    "iter_trec_run",
     "read_beir_corpus",
     "read_beir_queries",
     "read_jsonl",
@@ -96,14 +97,26 @@ def read_trec_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
     Raises:
         InputError: a line has the wrong number of fields or a non-numeric rank or score.
     """
-    p = Path(path)
     rows: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for _, qid, doc, rank, score in iter_trec_run(path):
+        rows[qid].append((score, rank, doc))
+    return {qid: [(d, s) for s, _, d in sorted(r, key=lambda t: (-t[0], t[1]))] for qid, r in rows.items()}
+
+
+def iter_trec_run(path: str | Path) -> Iterator[tuple[int, str, str, int, float]]:
+    """Yield ``(line number, query id, doc id, rank, score)`` for each line of a TREC run, in file order.
+
+    Raises:
+        InputError: the file cannot be read, or a line has the wrong number of fields or a
+            non-numeric rank or score (named by file and line).
+    """
+    p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as err:
-        raise InputError(f"cannot open {p} ({err.strerror}); check the path") from err
+        raise InputError(f"cannot open run {p} ({err.strerror}); check the path") from err
     except UnicodeDecodeError as err:
-        raise InputError(f"{p} is not valid UTF-8; re-save the file as UTF-8") from err
+        raise InputError(f"run {p} is not valid UTF-8; re-save the file as UTF-8") from err
     for lineno, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
@@ -114,8 +127,7 @@ def read_trec_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
             rank, score = int(parts[3]), float(parts[4])
         except ValueError as err:
             raise InputError(f"{p}:{lineno} has a non-numeric rank or score ({parts[3]!r}, {parts[4]!r})") from err
-        rows[parts[0]].append((score, rank, parts[2]))
-    return {qid: [(d, s) for s, _, d in sorted(r, key=lambda t: (-t[0], t[1]))] for qid, r in rows.items()}
+        yield lineno, parts[0], parts[2], rank, score
 
 
 def write_trec_run(rankings: Iterable[Ranking], out: TextIO, *, tag: str = "crossrank") -> int:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from crossrank._deps import require
 from crossrank.errors import InputError
+from crossrank.io import iter_trec_run
 
 __all__ = ["DEFAULT_MEASURES", "Evaluation", "RunCheck", "evaluate", "read_run_checked"]
 
@@ -63,24 +64,8 @@ def read_run_checked(
     """
     p = Path(path)
     check = RunCheck(str(p))
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot open run {p} ({err.strerror}); check the path") from err
-    except UnicodeDecodeError as err:
-        raise InputError(f"run {p} is not valid UTF-8; re-save it as UTF-8") from err
     run: dict[str, dict[str, float]] = defaultdict(dict)
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 6:
-            raise InputError(f"{p}:{lineno} must have 6 fields 'qid Q0 docid rank score tag' (got {len(parts)})")
-        qid, _, doc, _, score_s, _ = parts
-        try:
-            score = float(score_s)
-        except ValueError as err:
-            raise InputError(f"{p}:{lineno} has a non-numeric score {score_s!r}") from err
+    for lineno, qid, doc, _, score in iter_trec_run(p):
         if doc in run[qid]:
             if duplicates == "error":
                 raise InputError(

@@ -805,9 +805,7 @@ def _commit(
 class _LiveTokenChunks:
     """Re-iterable chunks of (term ids, lengths) of the live documents, read from the segments."""
 
-    def __init__(
-        self, root: Path, segments: list[_Segment], live: npt.NDArray[np.bool_], docs_per_chunk: int = 50_000
-    ):
+    def __init__(self, root: Path, segments: list[_Segment], live: npt.NDArray[np.bool_], docs_per_chunk: int = 50_000):
         self.root, self.segments, self.live, self.per = root, segments, live, docs_per_chunk
 
     def __iter__(self) -> Iterator[tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]]:
