@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -27,7 +26,7 @@ from crossrank._deps import require
 from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.models.registry import lookup
 from crossrank.models.source import ModelFiles, resolve
-from crossrank.rerank.backends import default_threads, graph_feed, uses_token_types
+from crossrank.rerank.backends import OnnxBackend, OpenVinoBackend, default_threads, uses_token_types
 from crossrank.rerank.engine import plan_batches
 
 __all__ = ["BiEncoder", "EmbeddingSettings"]
@@ -36,6 +35,8 @@ log = logging.getLogger(__name__)
 
 Pooling = Literal["cls", "mean", "max", "lasttoken"]
 _POOLINGS = ("cls", "mean", "max", "lasttoken")
+#: runs a padded batch (``input_ids``, ``attention_mask``, ``token_type_ids``) through the encoder
+_RunFn = Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]]
 _BUCKET = 16
 
 
@@ -147,7 +148,7 @@ class BiEncoder:
         self._tok.enable_truncation(self.settings.max_length)
         self._pad_id = _pad_id(self._tok)
         threads = threads or default_threads()
-        self._run: Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]]
+        self._run: _RunFn
         self.parallelism = 1
         if backend == "openvino":
             self._run, self.dim = self._openvino(threads)
@@ -270,89 +271,34 @@ class BiEncoder:
 
     # ---------------------------------------------------------------- backends
 
-    def _openvino(
-        self, threads: int
-    ) -> tuple[Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]], int]:
-        ov = require("openvino", feature="backend 'openvino'")
+    def _openvino(self, threads: int) -> tuple[_RunFn, int]:
         builtin = lookup(self.files.builtin) if self.files.builtin else None
         graph = builtin.openvino_int8() / "model.xml" if builtin else (self.files.openvino_file or self.files.onnx_file)
         assert graph is not None
-        core = ov.Core()
-        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        props = {
-            "PERFORMANCE_HINT": "THROUGHPUT",
-            "INFERENCE_NUM_THREADS": str(threads),
-            "NUM_STREAMS": str(threads),
-            "INFERENCE_PRECISION_HINT": "bf16" if "BF16" in caps else "f32",
-        }
-        try:
-            compiled = core.compile_model(core.read_model(str(graph)), "CPU", props)
-        except Exception as err:  # openvino raises RuntimeError subclasses of its own
-            raise ModelError(f"OpenVINO cannot load {graph} ({err}); re-export it") from err
-        names = {i.get_any_name() for i in compiled.inputs}
-        outputs = [o.get_any_name() for o in compiled.outputs]
-        out_idx = next(
-            (outputs.index(n) for n in ("sentence_embedding", "last_hidden_state", "token_embeddings") if n in outputs),
-            0,
-        )
-        pshape = compiled.outputs[out_idx].get_partial_shape()
-        last = pshape[pshape.rank.get_length() - 1]
-        dim = last.get_length() if last.is_static else int(self.files.config.get("hidden_size", 0))
-        use_types = uses_token_types(self.files.config) or not self.files.config
-        self.parallelism = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for _ in range(self.parallelism):
-            requests.put(compiled.create_infer_request())
-        self.model_file = graph
+        return self._wrap(OpenVinoBackend(graph, self.files.config, threads=threads))
 
-        def run(feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
-            inputs = graph_feed(names, use_types, feed["input_ids"], feed["attention_mask"], feed["token_type_ids"])
-            request = requests.get()
-            try:
-                result = np.array(request.infer(inputs)[out_idx], dtype=np.float32)  # copy: buffers are reused
-            finally:
-                requests.put(request)
-            return result
-
-        return run, int(dim)
-
-    def _onnx(self, threads: int) -> tuple[Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]], int]:
-        import onnxruntime as ort
-
+    def _onnx(self, threads: int) -> tuple[_RunFn, int]:
         assert self.files.onnx_file is not None
         builtin = lookup(self.files.builtin) if self.files.builtin else None
         # a built-in's shipped graph quantizes activations per batch (vectors would depend on batch-mates):
         # run its fused fp32 graph instead
         graph = builtin.optimized_onnx("fp32") if builtin is not None else self.files.onnx_file
-        self.model_file = graph
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own types
-            raise ModelError(f"ONNX Runtime cannot load {graph} ({err})") from err
-        names = {i.name for i in session.get_inputs()}
-        outputs = {o.name: o for o in session.get_outputs()}
-        out_name = next(
-            (n for n in ("sentence_embedding", "last_hidden_state", "token_embeddings") if n in outputs),
-            next(iter(outputs)),
-        )
-        dim_val = outputs[out_name].shape[-1]
-        dim = int(dim_val) if isinstance(dim_val, int) else int(self.files.config.get("hidden_size", 0))
-        if not dim:
-            raise ModelError(f"cannot tell the vector size of {self.files.onnx_file} (output {out_name!r})")
-        use_types = uses_token_types(self.files.config) or not self.files.config
+        return self._wrap(OnnxBackend(graph, self.files.config, threads=threads))
+
+    def _wrap(self, backend: OnnxBackend | OpenVinoBackend) -> tuple[_RunFn, int]:
+        """Run a cross-encoder backend on a bi-encoder graph: its first output, token vectors (or pooled)."""
+        self.model_file = backend.model_file
+        self.parallelism = backend.parallelism
+        dim = int(backend.num_labels)  # the graph's last output dimension: the vector size
 
         def run(feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
-            inputs = graph_feed(names, use_types, feed["input_ids"], feed["attention_mask"], feed["token_type_ids"])
-            (result,) = session.run([out_name], inputs)
-            return np.asarray(result, dtype=np.float32)
+            ids = feed["input_ids"]
+            flat = backend.run(ids, feed["attention_mask"], feed["token_type_ids"])  # (n, -1)
+            return flat if flat.shape[1] == dim else flat.reshape(ids.shape[0], ids.shape[1], dim)
 
         return run, dim
 
-    def _torch(self, threads: int) -> tuple[Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]], int]:
+    def _torch(self, threads: int) -> tuple[_RunFn, int]:
         torch = require("torch", feature=f"bi-encoder {self.files.name!r} (no ONNX graph)")
         transformers = require("transformers", feature=f"bi-encoder {self.files.name!r} (no ONNX graph)")
         torch.set_num_threads(threads)
