@@ -86,3 +86,40 @@ def test_cli_eval_side_by_side(dl19: Path, tmp_path: Path) -> None:
     assert len(data["per_query"]["bm25.top100.trec"]["R(rel=2)@100"]) == 43
     res = crossrank("eval", "--qrels", str(dl19 / "qrels" / "test.tsv"), "--run", str(tmp_path / "none.trec"))
     assert res.returncode == 2 and "cannot open run" in res.stderr
+
+
+def test_paired_comparison_on_real_per_query_values(dl19: Path) -> None:
+    from scipy.stats import ttest_rel
+
+    from crossrank.evaluate.significance import paired_comparison
+
+    qrels = read_qrels(dl19 / "qrels" / "test.tsv")
+    runs = {n: read_run_checked(dl19 / "runs" / f"{n}.top100.trec")[0] for n in ("bm25", "bm25_rm3", "splade_pp_ed")}
+    per_query = evaluate(qrels, runs, "nDCG@10").per_query
+    qs = sorted(per_query["bm25"]["nDCG@10"])
+    vals = {n: [per_query[n]["nDCG@10"][q] for q in qs] for n in runs}
+    big = paired_comparison(vals["bm25"], vals["splade_pp_ed"])
+    assert big.significant() and big.mean_diff == pytest.approx(0.7308 - 0.5058, abs=1e-4)
+    assert big.t_p == pytest.approx(ttest_rel(vals["splade_pp_ed"], vals["bm25"]).pvalue)
+    assert big.ci_low > 0 and big.wins + big.ties + big.losses == 43
+    small = paired_comparison(vals["bm25"], vals["bm25_rm3"])  # RM3: +0.016, not significant on 43 queries
+    assert not small.significant() and small.ci_low < 0 < small.ci_high
+    assert abs(small.randomization_p - small.t_p) < 0.1  # the two tests agree on real data
+    same = paired_comparison(vals["bm25"], vals["bm25"])
+    assert (same.t_p, same.randomization_p, same.ties, same.mean_diff) == (1.0, 1.0, 43, 0.0)
+
+
+def test_cli_compare_marks_significant_differences(dl19: Path, tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    runs = [str(dl19 / "runs" / f"{n}.top100.trec") for n in ("bm25", "bm25_rm3", "splade_pp_ed")]
+    res = crossrank(
+        "compare", "--qrels", str(dl19 / "qrels" / "test.tsv"), "--run", runs[0], "--run", runs[1],
+        "--run", runs[2], "--measures", "nDCG@10", "--json", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "0.7308*" in res.stdout and "0.5216 (" in res.stdout  # SPLADE marked, RM3 not
+    data = json.loads(out.read_text())
+    assert data["baseline"] == "bm25.top100.trec"
+    assert data["comparisons"]["splade_pp_ed.top100.trec"]["nDCG@10"]["t_p"] < 0.001
+    res = crossrank("compare", "--qrels", str(dl19 / "qrels" / "test.tsv"), "--run", runs[0])
+    assert res.returncode == 2 and "at least two" in res.stderr
