@@ -10,23 +10,16 @@ import typer
 
 from crossrank.cli.app import _cli_errors, app
 
+QrelsOpt = Annotated[Path, typer.Option(help="Judgments: BEIR tsv (with header) or TREC qrels.")]
+RelOpt = Annotated[
+    int | None, typer.Option(help="Grade from which binary measures count a document relevant (TREC DL: 2).")
+]
+SkipBadOpt = Annotated[bool, typer.Option(help="Skip (and count) duplicate run entries instead of failing.")]
 
-@app.command("eval")
-@_cli_errors
-def eval_runs(
-    qrels: Annotated[Path, typer.Option(help="Judgments: BEIR tsv (with header) or TREC qrels.")],
-    run: Annotated[list[Path], typer.Option(help="A TREC run; repeat for several runs side by side.")],
-    measures: Annotated[str, typer.Option(help="ir-measures names.")] = "nDCG@10 RR@10 R@100 AP P@10",
-    rel: Annotated[
-        int | None, typer.Option(help="Grade from which binary measures count a document relevant (TREC DL: 2).")
-    ] = None,
-    missing: Annotated[str, typer.Option(help="Judged queries a run lacks: skip (trec_eval) or zero (-c).")] = "skip",
-    skip_bad: Annotated[bool, typer.Option(help="Skip (and count) duplicate run entries instead of failing.")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write measures (and per-query values) here.")] = None,
-) -> None:
-    """Evaluate runs with ir-measures (the numbers trec_eval gives) and print them side by side."""
+
+def _evaluate_files(qrels: Path, run: list[Path], measures: str, rel: int | None, missing: str, skip_bad: bool) -> Any:
+    """Read the judgments and runs, evaluate them, and print on stderr what was skipped or filled in."""
     from rich.console import Console
-    from rich.table import Table
 
     from crossrank.errors import InputError
     from crossrank.evaluate.metrics import evaluate, read_run_checked
@@ -46,6 +39,25 @@ def eval_runs(
     for check in result.checks.values():
         for note in check.notes():
             err.print(f"note: {note}", highlight=False)
+    return result
+
+
+@app.command("eval")
+@_cli_errors
+def eval_runs(
+    qrels: QrelsOpt,
+    run: Annotated[list[Path], typer.Option(help="A TREC run; repeat for several runs side by side.")],
+    measures: Annotated[str, typer.Option(help="ir-measures names.")] = "nDCG@10 RR@10 R@100 AP P@10",
+    rel: RelOpt = None,
+    missing: Annotated[str, typer.Option(help="Judged queries a run lacks: skip (trec_eval) or zero (-c).")] = "skip",
+    skip_bad: SkipBadOpt = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write measures (and per-query values) here.")] = None,
+) -> None:
+    """Evaluate runs with ir-measures (the numbers trec_eval gives) and print them side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    result = _evaluate_files(qrels, run, measures, rel, missing, skip_bad)
     table = Table(title=f"{len(result.queries)} judged queries" + (f", relevant = grade >= {rel}" if rel else ""))
     table.add_column("run")
     for m in result.measures:
@@ -60,14 +72,12 @@ def eval_runs(
 @app.command("compare")
 @_cli_errors
 def compare_runs(
-    qrels: Annotated[Path, typer.Option(help="Judgments: BEIR tsv (with header) or TREC qrels.")],
+    qrels: QrelsOpt,
     run: Annotated[list[Path], typer.Option(help="Runs to compare; the first is the baseline.")],
     measures: Annotated[str, typer.Option(help="ir-measures names.")] = "nDCG@10 RR@10 R@100",
-    rel: Annotated[
-        int | None, typer.Option(help="Grade from which binary measures count a document relevant (TREC DL: 2).")
-    ] = None,
+    rel: RelOpt = None,
     alpha: Annotated[float, typer.Option(help="Significance level for the marks.")] = 0.05,
-    skip_bad: Annotated[bool, typer.Option(help="Skip (and count) duplicate run entries instead of failing.")] = False,
+    skip_bad: SkipBadOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the comparison here.")] = None,
 ) -> None:
     """Compare runs with the first one: mean differences, 95% CIs, paired t and randomization tests.
@@ -78,23 +88,12 @@ def compare_runs(
     from rich.table import Table
 
     from crossrank.errors import InputError
-    from crossrank.evaluate.metrics import evaluate, read_run_checked
     from crossrank.evaluate.significance import paired_comparison
-    from crossrank.io import read_qrels
 
     if len(run) < 2:
         raise InputError("compare needs at least two --run files (the first is the baseline)")
-    judgments = read_qrels(qrels)
-    runs, checks = {}, {}
-    for path in run:
-        name = path.name if path.name not in runs else str(path)
-        runs[name], checks[name] = read_run_checked(path, duplicates="skip" if skip_bad else "error")
-    result = evaluate(judgments, runs, measures, rel=rel, checks=checks)
-    err = Console(stderr=True)
-    for check in result.checks.values():
-        for note in check.notes():
-            err.print(f"note: {note}", highlight=False)
-    names = list(runs)
+    result = _evaluate_files(qrels, run, measures, rel, "skip", skip_bad)
+    names = list(result.aggregate)
     base = names[0]
     rows: dict[str, dict[str, Any]] = {}
     table = Table(title=f"vs {base}: * = both tests p < {alpha}; [95% CI of the difference]; wins/ties/losses")
