@@ -14,6 +14,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "safetensors": ("safetensors", "torch"),
     "onnx": ("onnx", ""),
     "ir_measures": ("ir-measures", "eval"),
+    "matplotlib": ("matplotlib", "eval"),
 }
 
 

@@ -9,8 +9,8 @@ from crossrank.errors import ConfigError
 
 __all__ = ["Activation", "ScoringConfig"]
 
-Activation = Literal["sigmoid", "softmax", "none"]
-_ACTIVATIONS = ("sigmoid", "softmax", "none")
+Activation = Literal["sigmoid", "softmax", "none", "calibrated"]
+_ACTIVATIONS = ("sigmoid", "softmax", "none", "calibrated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +20,10 @@ class ScoringConfig:
     Attributes:
         max_length: most tokens per pair (query + document + special tokens); ``None`` takes
             the model's own limit. The query is kept whole and the document is cut.
-        activation: ``"sigmoid"``, ``"softmax"`` or ``"none"`` (raw logits), applied in fp32;
-            ``None`` takes the model's default (sigmoid for one logit, softmax for several).
+        activation: ``"sigmoid"``, ``"softmax"``, ``"none"`` (raw logits) or ``"calibrated"``
+            (probabilities of relevance from the model's calibration, see ``crossrank calibrate``),
+            applied in fp32; ``None`` takes the model's default (calibrated when a calibration is
+            loaded, else sigmoid for one logit, softmax for several).
         relevance_label: for multi-label heads, the label (name from ``config.id2label`` or
             index) that ``rerank`` orders by, e.g. ``"entailment"``.
         token_budget: most padded tokens in one forward pass; batches are sized by it.

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,10 @@ from crossrank.rerank.config import Activation, ScoringConfig
 from crossrank.rerank.encoding import PairEncoder
 from crossrank.rerank.engine import run_encoded
 
-__all__ = ["CrossEncoder", "Document"]
+if TYPE_CHECKING:
+    from crossrank.evaluate.calibrate import Calibration
+
+__all__ = ["CrossEncoder", "Document", "document_text"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,15 @@ class CrossEncoder:
             OpenVINO IRs when it is installed, else ONNX Runtime when the model has a graph, else torch.
         config: scoring settings; see :class:`ScoringConfig`.
         progress: show a progress bar on long inputs (off by default in library calls).
+        calibration: maps the logit to a probability of relevance (``crossrank calibrate``).
+            ``"auto"`` loads the model's saved calibration if there is one (see
+            :func:`~crossrank.evaluate.calibrate.default_calibration_path`); a path loads that
+            file; a :class:`~crossrank.evaluate.calibrate.Calibration` is used as is; ``None``
+            turns calibration off. With one, scores default to ``activation="calibrated"``;
+            rankings stay those of the uncalibrated model. One-logit models only.
+
+    Attributes:
+        calibration: the calibration in use, or ``None``.
 
     Example:
         >>> ce = CrossEncoder("default")
@@ -59,6 +71,7 @@ class CrossEncoder:
         backend: Literal["auto", "onnx", "torch", "openvino"] = "auto",
         config: ScoringConfig | None = None,
         progress: bool = False,
+        calibration: str | os.PathLike[str] | Calibration | None = "auto",
     ) -> None:
         if backend not in ("auto", "onnx", "torch", "openvino"):
             raise ConfigError(f"backend must be 'auto', 'onnx', 'torch' or 'openvino' (got {backend!r})")
@@ -80,11 +93,20 @@ class CrossEncoder:
         self.backend: Backend = self._make_backend(config)
         self.num_labels = self.backend.num_labels
         self.labels = _labels(self.files.config, self.num_labels)
-        self.activation: Activation = config.activation or _default_activation(self.files, self.num_labels)
+        self.calibration: Calibration | None = self._load_calibration(calibration)
+        plain = _default_activation(self.files, self.num_labels)
+        self.activation: Activation = config.activation or ("calibrated" if self.calibration is not None else plain)
+        if self.activation == "calibrated" and self.calibration is None:
+            raise ConfigError(_NO_CALIBRATION.format(name=self.files.name))
+        # rerank orders by the uncalibrated score: calibration is monotone but isotonic maps tie,
+        # so ordering by calibrated values could reorder tied documents
+        self._rank_activation: Activation = plain if self.activation == "calibrated" else self.activation
         self._label_index = self._resolve_label(config.relevance_label)
         self.progress = progress
         self.cache: ScoreCache | None = None
         if config.cache_size > 0 or config.cache_dir is not None:
+            # the cache holds raw logits and activation/calibration is applied after, so the key
+            # need not name the calibration
             graph = getattr(self.backend, "model_file", self.files.folder)
             key = f"{self.files.name}|{self.backend_name}|{graph}|{max_length}"
             self.cache = ScoreCache(key, size=config.cache_size, folder=config.cache_dir)
@@ -106,9 +128,11 @@ class CrossEncoder:
         """Return the score of each (query, document) pair, float32, in input order.
 
         The shape is ``(n,)`` for one-logit models and ``(n, num_labels)`` for multi-label heads.
+        ``activation`` overrides the model's (``"calibrated"``, ``"sigmoid"``, ``"softmax"``, ``"none"``).
 
         Raises:
             InputError: a pair is not two non-empty strings.
+            ConfigError: ``activation`` is unknown, or ``"calibrated"`` with no calibration loaded.
         """
         return self.score_details(pairs, activation=activation).scores
 
@@ -131,6 +155,9 @@ class CrossEncoder:
         return_text: bool = False,
     ) -> Ranking:
         """Return ``documents`` ranked for ``query``, best first, ties in input order.
+
+        With a calibration, hits carry calibrated probabilities but are ordered by the
+        uncalibrated score, so the ranking is the same as without calibration.
 
         Args:
             query: the query text.
@@ -178,14 +205,17 @@ class CrossEncoder:
             parsed.append(recs)
             flat_q.extend([query] * len(recs))
             flat_d.extend(r[1] for r in recs)
-        result = self._score(flat_q, flat_d, None)
+        acts = (self.activation, self._rank_activation)
+        scored = self._score_as(flat_q, flat_d, acts if acts[0] != acts[1] else acts[:1])
+        result = scored[0]
         scores = result.scores if result.scores.ndim == 1 else result.scores[:, self._label_index]
+        keys = scored[-1].scores if scored[-1].scores.ndim == 1 else scored[-1].scores[:, self._label_index]
         rankings = []
         start = 0
         for qi, recs in enumerate(parsed):
             stop = start + len(recs)
             s = scores[start:stop]
-            order = np.argsort(-s, kind="stable")[:k]
+            order = np.argsort(-keys[start:stop], kind="stable")[:k]
             trunc = result.truncated[start:stop]
             hits = tuple(
                 Hit(
@@ -218,12 +248,70 @@ class CrossEncoder:
             return OnnxBackend(ort_graph, files.config, threads=config.threads, instances=config.instances)
         return TorchBackend(files.folder, files.config, threads=config.threads)
 
+    def _load_calibration(self, calibration: str | os.PathLike[str] | Calibration | None) -> Calibration | None:
+        if calibration is None:
+            return None
+        from crossrank.evaluate.calibrate import Calibration, default_calibration_path, model_fingerprint
+
+        auto = isinstance(calibration, str) and calibration == "auto"
+        if auto:
+            if self.num_labels != 1:
+                return None  # calibrations are fitted for one-logit models only
+            path = default_calibration_path(self.files)
+            if not path.is_file():
+                return None
+            cal = Calibration.load(path)
+            where = str(path)
+        elif isinstance(calibration, Calibration):
+            cal, where = calibration, "the given Calibration"
+        elif isinstance(calibration, (str, os.PathLike)):
+            cal, where = Calibration.load(calibration), os.fspath(calibration)
+        else:
+            raise ConfigError(
+                "calibration must be 'auto', a path to a calibration file, a Calibration or None "
+                f"(got {type(calibration).__name__})"
+            )
+        if self.num_labels != 1:
+            raise ConfigError(
+                f"calibration maps a one-logit relevance score to a probability, but {self.files.name!r} has "
+                f"{self.num_labels} labels {list(self.labels)}; pass calibration=None"
+            )
+        if cal.fingerprint and cal.fingerprint != model_fingerprint(self.files):
+            if auto:
+                log.warning(
+                    "ignoring calibration %s: it was fitted for other weights (%s, fingerprint %s); "
+                    "re-run `crossrank calibrate --model %s ...`",
+                    where,
+                    cal.model or "unknown model",
+                    cal.fingerprint,
+                    self.files.name,
+                )
+                return None
+            log.warning("calibration %s was fitted for other weights (%s); using it anyway", where, cal.model)
+        log.info("using the %s calibration in %s for %s", cal.method, where, self.files.name)
+        return cal
+
+    def _check_activation(self, act: Activation) -> None:
+        if act not in ("sigmoid", "softmax", "none", "calibrated"):
+            raise ConfigError(f"activation must be 'sigmoid', 'softmax', 'none' or 'calibrated' (got {act!r})")
+        if act == "calibrated" and self.calibration is None:
+            raise ConfigError(_NO_CALIBRATION.format(name=self.files.name))
+
+    def _activate(self, logits: npt.NDArray[np.float32], act: Activation) -> npt.NDArray[np.float32]:
+        if act == "calibrated":
+            assert self.calibration is not None  # _check_activation ran
+            return self.calibration.apply(logits[:, 0])
+        return _activate(logits, act)
+
     def _score(self, queries: list[str], docs: list[str], activation: Activation | None) -> ScoredPairs:
-        act = activation or self.activation
-        if act not in ("sigmoid", "softmax", "none"):
-            raise ConfigError(f"activation must be 'sigmoid', 'softmax' or 'none' (got {act!r})")
+        return self._score_as(queries, docs, (activation or self.activation,))[0]
+
+    def _score_as(self, queries: list[str], docs: list[str], acts: tuple[Activation, ...]) -> list[ScoredPairs]:
+        """Score the pairs once and return their scores under each activation in ``acts``."""
+        for act in acts:
+            self._check_activation(act)
         if self.config.long_documents == "window":
-            return self._score_windows(queries, docs, act)
+            return self._score_windows(queries, docs, acts)
         logits, truncated, tokens = self._logits(queries, docs)
         if truncated.any():
             log.warning(
@@ -233,7 +321,7 @@ class CrossEncoder:
                 len(queries),
                 self.config.max_length,
             )
-        return ScoredPairs(_activate(logits, act), truncated, tokens)
+        return [ScoredPairs(self._activate(logits, act), truncated, tokens) for act in acts]
 
     def _logits(
         self, queries: list[str], docs: list[str]
@@ -286,7 +374,7 @@ class CrossEncoder:
                 tick(-1)
         return logits, truncated, tokens
 
-    def _score_windows(self, queries: list[str], docs: list[str], act: Activation) -> ScoredPairs:
+    def _score_windows(self, queries: list[str], docs: list[str], acts: tuple[Activation, ...]) -> list[ScoredPairs]:
         qlens = self.encoder.check_queries(queries)
         win_q: list[str] = []
         win_d: list[str] = []
@@ -299,21 +387,22 @@ class CrossEncoder:
                 win_d.append(w)
                 group.append(i)
         logits, truncated, tokens = self._logits(win_q, win_d)
-        scores = _activate(logits, act)
         groups = np.asarray(group, dtype=np.intp)
         starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-        if self.config.window_aggregate == "max":
-            agg = np.maximum.reduceat(scores, starts, axis=0)
-        elif self.config.window_aggregate == "first":
-            agg = scores[starts]
-        else:
-            counts = np.diff(np.r_[starts, groups.size]).reshape(-1, *([1] * (scores.ndim - 1)))
-            agg = np.add.reduceat(scores, starts, axis=0) / counts
-        return ScoredPairs(
-            agg.astype(np.float32, copy=False),
-            np.logical_or.reduceat(truncated, starts),
-            np.add.reduceat(tokens, starts).astype(np.int32),
-        )
+        any_truncated = np.logical_or.reduceat(truncated, starts)
+        total_tokens = np.add.reduceat(tokens, starts).astype(np.int32)
+        out = []
+        for act in acts:
+            scores = self._activate(logits, act)
+            if self.config.window_aggregate == "max":
+                agg = np.maximum.reduceat(scores, starts, axis=0)
+            elif self.config.window_aggregate == "first":
+                agg = scores[starts]
+            else:
+                counts = np.diff(np.r_[starts, groups.size]).reshape(-1, *([1] * (scores.ndim - 1)))
+                agg = np.add.reduceat(scores, starts, axis=0) / counts
+            out.append(ScoredPairs(agg.astype(np.float32, copy=False), any_truncated, total_tokens))
+        return out
 
     def _progress_bar(self, total: int) -> Callable[[int], None] | None:
         if not self.progress or total < 256:
@@ -361,6 +450,17 @@ class CrossEncoder:
 
 
 # -------------------------------------------------------------------- helpers
+
+_NO_CALIBRATION = (
+    "activation 'calibrated' needs a calibration, and model {name!r} has none loaded; fit one with "
+    "`crossrank calibrate --model {name} --data DIR --run RUN`, or pass calibration=PATH, or use "
+    "activation 'sigmoid'"
+)
+
+
+def document_text(title: str, text: str) -> str:
+    """Return the text a cross-encoder reads for a document: ``"title text"``, or ``text`` when untitled."""
+    return f"{title} {text}" if title.strip() else text
 
 
 def _model_max_length(config: Mapping[str, Any]) -> int:
@@ -453,7 +553,7 @@ def _parse_documents(documents: Sequence[Document], where: str) -> list[tuple[st
             title = doc.get("title") or ""
             if not isinstance(title, str):
                 raise InputError(f"{label} 'title' must be a str (got {type(title).__name__})")
-            text = f"{title} {raw_text}" if title.strip() else raw_text
+            text = document_text(title, raw_text)
             _check_text(text, label)
             raw_id = doc.get("id", doc.get("_id", i))
             if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):

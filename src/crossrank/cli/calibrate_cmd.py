@@ -1,0 +1,101 @@
+"""``crossrank calibrate``: fit a map from a model's scores to probabilities of relevance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crossrank.cli.app import _cli_errors, app
+from crossrank.errors import InputError
+
+DataOpt = Annotated[Path, typer.Option(help="BEIR folder to fit on: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")]
+RunOpt = Annotated[Path, typer.Option(help="First-stage TREC run over --data whose top --depth candidates are used.")]
+
+
+@app.command("calibrate")
+@_cli_errors
+def calibrate(
+    data: DataOpt,
+    run: RunOpt,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Built-in name, model folder, .onnx file or hub id.")
+    ] = "default",
+    depth: Annotated[int, typer.Option(help="Candidates per query; use the depth you rerank at.")] = 100,
+    rel: Annotated[int, typer.Option(help="Grade from which a document counts as relevant (TREC DL: 2).")] = 1,
+    split: Annotated[str, typer.Option(help="qrels split of --data (and of --heldout-data).")] = "test",
+    method: Annotated[str, typer.Option(help="platt (logistic, 2 parameters) or isotonic (monotone steps).")] = "platt",
+    heldout_data: Annotated[
+        Path | None, typer.Option(help="BEIR folder to measure on (not fitted on); needs --heldout-run.")
+    ] = None,
+    heldout_run: Annotated[Path | None, typer.Option(help="First-stage TREC run over --heldout-data.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to save the mapping (default: beside the model, or the cache for built-ins)."),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON here.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, openvino, onnx or torch.")] = "auto",
+) -> None:
+    """Fit Platt scaling or isotonic regression on judged pairs and save it beside the model.
+
+    Afterwards `score`, `rerank` and CrossEncoder(model) return calibrated probabilities; rankings do not change.
+    Expected calibration error (ECE) is printed before (the model's sigmoid) and after, on --data and --heldout-data.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from crossrank import CrossEncoder
+    from crossrank.evaluate.calibrate import calibrate_encoder, default_calibration_path, labelled_pairs
+
+    if method not in ("platt", "isotonic"):
+        raise InputError(f"--method must be platt or isotonic (got {method!r})")
+    if (heldout_data is None) != (heldout_run is None):
+        raise InputError("--heldout-data and --heldout-run go together: give both, or neither")
+    fit = labelled_pairs(data, run, depth=depth, rel=rel, split=split)
+    held = None
+    if heldout_data is not None and heldout_run is not None:
+        held = labelled_pairs(heldout_data, heldout_run, depth=depth, rel=rel, split=split)
+    for name, pairs in (("fit", fit), ("held-out", held)):
+        if pairs is not None and (pairs.skipped_missing_text or pairs.skipped_queries):
+            typer.echo(
+                f"note: {name} data: skipped {pairs.skipped_missing_text} judged candidates without text and "
+                f"{pairs.skipped_queries} run queries without judgments",
+                err=True,
+            )
+    # calibration=None: "before" is the model's own sigmoid, not an earlier calibration
+    ce = CrossEncoder(model, backend=backend, calibration=None, progress=True)  # type: ignore[arg-type]
+    result = calibrate_encoder(ce, fit, method=method, heldout=held)  # type: ignore[arg-type]
+    target = result.calibration.save(output if output is not None else default_calibration_path(ce.files))
+
+    table = Table(title=f"{method} calibration of {ce.name}: relevant = grade >= {rel}, top {depth} of the run")
+    for col in ("data", "pairs", "relevant", "ECE before (sigmoid)", f"ECE after ({method})"):
+        table.add_column(col, justify="left" if col == "data" else "right")
+    checks = [("fit (in-sample)", data.resolve().name, result.fit)]
+    if result.heldout is not None and heldout_data is not None:
+        checks.append(("held-out", heldout_data.resolve().name, result.heldout))
+    for label, where, check in checks:
+        table.add_row(
+            f"{label}: {where}",
+            str(check.pairs),
+            str(check.positives),
+            f"{check.ece_before:.4f}",
+            f"{check.ece_after:.4f}",
+        )
+    Console().print(table)
+    if held is None:
+        typer.echo(
+            "warning: ECE on the fitting data is optimistic; measure on held-out data with "
+            "--heldout-data DIR --heldout-run RUN",
+            err=True,
+        )
+    typer.echo(f"saved the calibration to {target}", err=True)
+    if json_out is not None:
+        payload = {
+            **result.to_dict(),
+            "saved_to": str(target),
+            "fit_data": fit.summary(),
+            "heldout_data": held.summary() if held is not None else None,
+        }
+        json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
