@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from crossrank.cli.app import _cli_errors, app
+from crossrank.errors import InputError
+from crossrank.evaluate.metrics import DEFAULT_MEASURES
 
 QrelsOpt = Annotated[Path, typer.Option(help="Judgments: BEIR tsv (with header) or TREC qrels.")]
 RelOpt = Annotated[
@@ -45,18 +47,88 @@ def _evaluate_files(qrels: Path, run: list[Path], measures: str, rel: int | None
 @app.command("eval")
 @_cli_errors
 def eval_runs(
-    qrels: QrelsOpt,
-    run: Annotated[list[Path], typer.Option(help="A TREC run; repeat for several runs side by side.")],
-    measures: Annotated[str, typer.Option(help="ir-measures names.")] = "nDCG@10 RR@10 R@100 AP P@10",
+    run: Annotated[list[Path] | None, typer.Option(help="A TREC run; repeat for several runs side by side.")] = None,
+    qrels: Annotated[
+        Path | None, typer.Option(help="Judgments: BEIR tsv (with header) or TREC qrels (default: --data's).")
+    ] = None,
+    measures: Annotated[str, typer.Option(help="ir-measures names; the first drives the report.")] = DEFAULT_MEASURES,
     rel: RelOpt = None,
     missing: Annotated[str, typer.Option(help="Judged queries a run lacks: skip (trec_eval) or zero (-c).")] = "skip",
     skip_bad: SkipBadOpt = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write measures (and per-query values) here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write measures (or the report) as JSON here.")
+    ] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the report as one self-contained HTML file.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the report as Markdown (plots beside it).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="BEIR folder (corpus, queries, qrels): with --rerank, diagnose reranking.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="qrels split of --data.")] = "test",
+    rerank: Annotated[
+        str | None, typer.Option(help="Rerank the first --run with this cross-encoder and report diagnostics.")
+    ] = None,
+    depth: Annotated[int, typer.Option(help="Candidates reranked (with --rerank).")] = 100,
+    depths: Annotated[str, typer.Option(help="Depth sweep (with --rerank); stops where candidates end.")] = (
+        "10 20 50 100 200 500 1000"
+    ),
+    tolerance: Annotated[float, typer.Option(help="Knee: smallest depth within this of the best quality.")] = 0.005,
+    pipeline: Annotated[
+        Path | None, typer.Option(help="TOML with any of: run, index, retriever, model, depth, rel, measures.")
+    ] = None,
+    title: Annotated[str, typer.Option(help="Report title.")] = "",
 ) -> None:
-    """Evaluate runs with ir-measures (the numbers trec_eval gives) and print them side by side."""
+    """Evaluate runs with ir-measures (the numbers trec_eval gives) and print them side by side.
+
+    With --data and --rerank (or a --pipeline file), the first run is reranked by the model, and
+    the diagnostics report (per-query changes, recall ceiling, depth sweep with latency, failure
+    cases, truncation, score distributions, calibration) is written with --json, --markdown, --html.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    run = list(run or [])
+    if pipeline is not None:
+        cfg = _read_pipeline(pipeline)
+        rerank = rerank or cfg.get("model", "default")
+        depth = int(cfg.get("depth", depth))
+        rel = rel if rel is not None else cfg.get("rel")
+        measures = str(cfg.get("measures", measures))
+        if not run and "run" in cfg:
+            run = [Path(cfg["run"])]
+        if not run and "index" in cfg:
+            if data is None:
+                raise InputError("a pipeline with an index needs --data (the queries to search)")
+            run = [_first_stage_from_index(cfg, data, depth)]
+    if data is not None and qrels is None:
+        qrels = data / "qrels" / f"{split}.tsv"
+        if not qrels.exists() and (data / "qrels.tsv").exists():
+            qrels = data / "qrels.tsv"
+    if qrels is None:
+        raise InputError("give --qrels, or --data with a BEIR folder that has qrels/<split>.tsv")
+    if rerank is not None:
+        if data is None:
+            raise InputError("--rerank needs --data: the BEIR folder holding the texts of queries and documents")
+        if not run:
+            raise InputError("--rerank needs a first-stage --run (or a --pipeline with run or index)")
+        _diagnose(
+            data,
+            qrels,
+            run[0],
+            rerank,
+            measures,
+            rel,
+            depth,
+            depths,
+            tolerance,
+            title,
+            skip_bad,
+            json_out,
+            markdown,
+            html,
+        )
+        return
+    if not run:
+        raise InputError("give at least one --run")
     result = _evaluate_files(qrels, run, measures, rel, missing, skip_bad)
     table = Table(title=f"{len(result.queries)} judged queries" + (f", relevant = grade >= {rel}" if rel else ""))
     table.add_column("run")
@@ -67,6 +139,125 @@ def eval_runs(
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if html is not None or markdown is not None:
+        raise InputError(
+            "--html and --markdown write the diagnostics report, which reranks a first stage: add --data DIR "
+            "--rerank MODEL (or use `crossrank compare` to compare finished runs)"
+        )
+
+
+def _read_pipeline(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        cfg = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"cannot read pipeline file {path} ({err.strerror})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path} is not valid TOML ({err})") from err
+    known = {"run", "index", "retriever", "model", "depth", "rel", "measures"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
+    base = path.parent
+    for key in ("run", "index"):
+        if key in cfg:
+            cfg[key] = str((base / cfg[key]) if not Path(cfg[key]).is_absolute() else Path(cfg[key]))
+    return cfg
+
+
+def _first_stage_from_index(cfg: dict[str, Any], data: Path, depth: int) -> Path:
+    """Run the pipeline's first stage over --data's queries and return the TREC run it wrote."""
+    import tempfile
+
+    from crossrank.io import read_beir_queries
+    from crossrank.retrieve.pipeline import Pipeline
+
+    pipe = Pipeline(cfg["index"], reranker=None)
+    queries = read_beir_queries(data / "queries.jsonl")
+    results = pipe.search_many(queries, k=depth, depth=depth, retriever=cfg.get("retriever"), rerank=False)
+    out = Path(tempfile.mkdtemp(prefix="crossrank-eval-")) / f"{cfg.get('retriever') or 'first-stage'}.trec"
+    with out.open("w", encoding="utf-8") as fh:
+        for res in results:
+            for rank, hit in enumerate(res.hits, start=1):
+                fh.write(f"{res.query_id} Q0 {hit.doc_id} {rank} {hit.first_stage_score:.6f} first-stage\n")
+    return out
+
+
+def _diagnose(
+    data: Path,
+    qrels: Path,
+    run: Path,
+    model: str,
+    measures: str,
+    rel: int | None,
+    depth: int,
+    depths: str,
+    tolerance: float,
+    title: str,
+    skip_bad: bool,
+    json_out: Path | None,
+    markdown: Path | None,
+    html: Path | None,
+) -> None:
+    import shlex
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from crossrank.evaluate.diagnostics import DiagnosticsConfig, diagnose
+    from crossrank.evaluate.metrics import read_run_checked
+    from crossrank.evaluate.report import write_report
+    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels
+    from crossrank.rerank.cross_encoder import CrossEncoder
+
+    try:
+        sweep = tuple(int(x) for x in depths.replace(",", " ").split())
+    except ValueError as err:
+        raise InputError(f"--depths must be integers such as '10 20 50 100' (got {depths!r})") from err
+    cfg = DiagnosticsConfig(depth=depth, depths=sweep, measures=measures, rel=rel or 1, tolerance=tolerance)
+    judgments = read_qrels(qrels)
+    queries = read_beir_queries(data / "queries.jsonl")
+    corpus = read_beir_corpus(data / "corpus.jsonl")
+    candidates, check = read_run_checked(run, duplicates="skip" if skip_bad else "error")
+    ordered = {q: sorted(d.items(), key=lambda t: -t[1]) for q, d in candidates.items()}
+    reranker = CrossEncoder(model)
+    total = sum(min(len(v), d) for v in ordered.values() if v for d in sorted({*sweep, depth}))
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("diagnosing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pairs"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("pairs", total=total)
+        diag = diagnose(
+            reranker,
+            judgments,
+            queries,
+            corpus,
+            ordered,
+            config=cfg,
+            title=title,
+            first_stage=run.stem,
+            run_check=check,
+            progress=lambda n: bar.advance(task, n),
+        )
+    diag.command = "crossrank " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_report(diag, json_path=json_out, markdown_path=markdown, html_path=html)
+    console.print(_headline_text(diag), highlight=False)
+    for note in diag.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+def _headline_text(diag: Any) -> str:
+    from crossrank.evaluate.report import _headline
+
+    return str(_headline(diag))
 
 
 @app.command("compare")
