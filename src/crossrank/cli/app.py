@@ -236,15 +236,17 @@ def score(
     model: ModelOpt = "default",
     backend: BackendOpt = "auto",
     max_length: MaxLenOpt = None,
-    activation: Annotated[str | None, typer.Option(help="sigmoid, softmax or none (raw logits).")] = None,
+    activation: Annotated[
+        str | None, typer.Option(help="sigmoid, softmax, none (raw logits) or calibrated (see `crossrank calibrate`).")
+    ] = None,
     fmt: FormatOpt = "jsonl",
 ) -> None:
     """Score each pair of a JSONL file; print one JSON object per pair, in input order."""
     from crossrank.io import read_jsonl
 
     style = _check_format(fmt)
-    if activation not in (None, "sigmoid", "softmax", "none"):
-        raise InputError(f"--activation must be sigmoid, softmax or none (got {activation!r})")
+    if activation not in (None, "sigmoid", "softmax", "none", "calibrated"):
+        raise InputError(f"--activation must be sigmoid, softmax, none or calibrated (got {activation!r})")
     pairs = list(_pairs(input_file, _raw_lines(input_file, read_jsonl)))
     if not pairs:
         raise InputError(f"{input_file} holds no pairs")
