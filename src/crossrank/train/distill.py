@@ -1,0 +1,512 @@
+"""Distil a cross-encoder: a teacher scores first-stage candidates, a student learns the scores.
+
+The recipe, in one call (:func:`distill`) or one command (``crossrank distill --recipe r.toml``):
+
+1. for each source (a BEIR folder and a split), take the queries of that split and their
+   first-stage candidates: a TREC run, or BM25 over the source's own corpus, or BM25 over
+   another corpus (a *pool*, e.g. MS MARCO passages for questions from another set);
+2. the teacher scores every (query, candidate) pair as raw logits; the scores are cached on disk
+   (SQLite, keyed by the teacher and the texts), so a second run or a resume scores nothing again;
+3. each query gives groups of ``group_size`` candidates: the teacher's best first, then a seeded
+   sample of the rest, half from the teacher's next best (hard) and half from the remainder;
+4. the student starts from a subset of the teacher's own layers (``"layers:0,2,4,6,8,10"``) or
+   from another checkpoint (a smaller encoder gets a new head), and learns with the KL or
+   Margin-MSE loss (:mod:`crossrank.train.losses`);
+5. the trained folder is exported like any model (``crossrank models export``).
+
+Labels are never read: distillation needs queries and candidates only, so it can use any
+question set, judged or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossrank._deps import require
+from crossrank.errors import ConfigError, InputError
+from crossrank.train.data import Group, doc_text
+
+__all__ = ["DistillReport", "Source", "distill_groups", "layer_student", "parse_layers", "source_candidates"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where distillation queries and candidates come from.
+
+    Attributes:
+        data: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+        split: only queries judged in this split are used (so a test split stays unseen);
+            ``None`` takes every query of queries.jsonl.
+        run: a TREC run with the candidates (relative paths are under ``data``); ``None`` runs BM25.
+        pool: another BEIR folder or JSONL corpus whose BM25 top ``depth`` is added to each query's
+            candidates (e.g. MS MARCO passages for questions from a QA set).
+        depth: candidates per query from the run or from BM25.
+        pool_depth: candidates per query from the pool.
+        max_queries: use at most this many queries (a seeded sample); ``None`` uses all.
+    """
+
+    data: str
+    split: str | None = "train"
+    run: str | None = None
+    pool: str | None = None
+    depth: int = 30
+    pool_depth: int = 0
+    max_queries: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.pool_depth < 0:
+            raise ConfigError(f"source {self.data}: depth must be >= 1 and pool_depth >= 0")
+        if self.pool_depth and not self.pool:
+            raise ConfigError(f"source {self.data}: pool_depth needs a pool")
+
+
+@dataclass(slots=True)
+class DistillReport:
+    """What the data stage did: queries, pairs scored and groups made, per source."""
+
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    pairs: int = 0
+    groups: int = 0
+
+
+def parse_layers(spec: str, num_layers: int) -> list[int]:
+    """Return the layer indices of ``"layers:0,2,4"`` (or ``"layers:6"``: 6 evenly spaced layers).
+
+    Raises:
+        ConfigError: the spec is malformed or names a layer the teacher lacks.
+    """
+    body = spec.split(":", 1)[1] if spec.startswith("layers:") else spec
+    try:
+        items = [int(x) for x in body.replace(" ", "").split(",") if x]
+    except ValueError as err:
+        raise ConfigError(f"student layers must look like 'layers:0,2,4,6,8,10' or 'layers:6' (got {spec!r})") from err
+    if len(items) == 1:
+        n = items[0]
+        if not 1 <= n <= num_layers:
+            raise ConfigError(f"the teacher has {num_layers} layers; cannot keep {n}")
+        return sorted({round(i * (num_layers - 1) / max(1, n - 1)) for i in range(n)}) if n > 1 else [num_layers - 1]
+    if not items or sorted(set(items)) != items or items[0] < 0 or items[-1] >= num_layers:
+        raise ConfigError(
+            f"student layers must be increasing indices in [0, {num_layers - 1}] without repeats (got {items})"
+        )
+    return items
+
+
+def layer_student(teacher: str | os.PathLike[str], layers: str, output: str | os.PathLike[str]) -> Path:
+    """Write a student that keeps some of the teacher's layers (embeddings and head included); return its folder.
+
+    ``teacher`` is a Hugging Face folder or a built-in (converted to fp32 first).
+
+    Raises:
+        ConfigError: the layer spec is wrong, or the teacher is not a BERT-like encoder with
+            ``encoder.layer``.
+    """
+    torch = require("torch", feature="distillation")
+    transformers = require("transformers", feature="distillation")
+    from crossrank.models.registry import lookup
+    from crossrank.models.source import resolve
+
+    files = resolve(teacher)
+    folder = files.folder
+    out = Path(output)
+    if not files.has_weights:
+        builtin = lookup(files.builtin) if files.builtin else None
+        if builtin is None:
+            raise ConfigError(f"{teacher!r} has no trainable weights to copy layers from")
+        from crossrank.models.convert import convert_builtin
+
+        folder = out.with_name(out.name + "-teacher-fp32")
+        if not (folder / "model.safetensors").is_file():
+            convert_builtin(builtin.name, folder, overwrite=True)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
+    base = getattr(model, model.base_model_prefix, None)
+    stack = getattr(getattr(base, "encoder", None), "layer", None)
+    if base is None or stack is None:
+        raise ConfigError(f"{teacher!r} is not a BERT-like encoder (no encoder.layer); start from a smaller encoder")
+    keep = parse_layers(layers, len(stack))
+    base.encoder.layer = torch.nn.ModuleList([stack[i] for i in keep])
+    model.config.num_hidden_layers = len(keep)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, tmp / name)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("student with layers %s of %s written to %s", keep, teacher, out)
+    return out
+
+
+def source_candidates(
+    source: Source, *, seed: int = 13
+) -> tuple[dict[str, str], dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Return ``(queries, candidates, documents)`` of a source: texts, candidate ids best first, records.
+
+    Raises:
+        InputError: the folder is not BEIR, or no query of the split has candidates.
+    """
+    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+
+    root = Path(source.data)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (root / name).is_file():
+            raise InputError(f"distillation source {root} is not a BEIR folder: {name} is missing")
+    queries = read_beir_queries(root / "queries.jsonl")
+    if source.split is not None:
+        qrels_path = root / "qrels" / f"{source.split}.tsv"
+        if not qrels_path.is_file():
+            raise InputError(f"distillation source {root} has no split {source.split!r} ({qrels_path} is missing)")
+        judged = set(read_qrels(qrels_path))
+        queries = {q: t for q, t in queries.items() if q in judged}
+    if source.max_queries is not None and len(queries) > source.max_queries:
+        ids = sorted(queries)
+        pick = np.random.default_rng(seed).permutation(len(ids))[: source.max_queries]
+        queries = {ids[i]: queries[ids[i]] for i in sorted(pick.tolist())}
+    corpus = read_beir_corpus(root / "corpus.jsonl")
+    if source.run is not None:
+        run_path = Path(source.run) if Path(source.run).is_absolute() else root / source.run
+        run = read_trec_run(run_path)
+        candidates = {q: [d for d, _ in run.get(q, [])[: source.depth] if d in corpus] for q in queries}
+    else:
+        candidates = _bm25(root / "corpus.jsonl", queries, source.depth)
+    documents: dict[str, dict[str, Any]] = {d: corpus[d] for ids in candidates.values() for d in ids}
+    if source.pool and source.pool_depth:
+        pool = Path(source.pool)
+        pool_file = pool / "corpus.jsonl" if pool.is_dir() else pool
+        extra = _bm25(pool_file, queries, source.pool_depth)
+        pool_corpus = read_beir_corpus(pool_file)
+        for q, ids in extra.items():
+            seen = set(candidates.get(q, []))
+            for d in ids:
+                key = f"pool:{d}"
+                if key not in seen:
+                    candidates.setdefault(q, []).append(key)
+                    documents[key] = pool_corpus[d]
+    candidates = {q: v for q, v in candidates.items() if v}
+    if not candidates:
+        raise InputError(f"distillation source {root}: no query has candidates; check the run and the split")
+    return {q: queries[q] for q in candidates}, candidates, documents
+
+
+def _bm25(corpus_file: Path, queries: Mapping[str, str], depth: int) -> dict[str, list[str]]:
+    from crossrank.retrieve.index import Index
+    from crossrank.retrieve.pipeline import Pipeline
+
+    with tempfile.TemporaryDirectory(prefix="crossrank-distill-") as tmp:
+        index = Index.build(Path(tmp) / "bm25", corpus_file, retriever="bm25")
+        pipe = Pipeline(index, reranker=None)
+        results = pipe.search_many(dict(queries), k=depth, depth=depth, rerank=False)
+        return {str(r.query_id): r.doc_ids() for r in results}
+
+
+def distill_groups(
+    teacher: Any,
+    queries: Mapping[str, str],
+    candidates: Mapping[str, Sequence[str]],
+    documents: Mapping[str, Mapping[str, Any]],
+    *,
+    group_size: int = 8,
+    groups_per_query: int = 2,
+    seed: int = 13,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Group], int]:
+    """Return distillation groups scored by ``teacher`` (a :class:`~crossrank.CrossEncoder`), and the pairs scored.
+
+    Each group is the teacher's best candidate first (Margin-MSE reads it as the positive), then
+    ``group_size - 1`` others: half sampled from the teacher's next ``2 * group_size`` (hard),
+    the rest from the remaining candidates. Labels are placeholders (1 for the first, else 0).
+
+    Raises:
+        InputError: a query has fewer than two candidates with text, so no group can be made.
+    """
+    if group_size < 2:
+        raise ConfigError(f"group_size must be >= 2 (got {group_size})")
+    keys = [(q, d) for q in sorted(candidates) for d in candidates[q] if d in documents]
+    texts = {d: doc_text(documents[d]) for _, d in keys}
+    pairs = [(queries[q], texts[d]) for q, d in keys]
+    scores = np.empty(len(pairs), dtype=np.float64)
+    step = 2048
+    for start in range(0, len(pairs), step):
+        scores[start : start + step] = np.asarray(
+            teacher.score(pairs[start : start + step], activation="none"), dtype=np.float64
+        ).reshape(-1)
+        if progress is not None:
+            progress(len(pairs[start : start + step]))
+    by_query: dict[str, list[tuple[str, float]]] = {}
+    for (q, d), s in zip(keys, scores.tolist(), strict=True):
+        by_query.setdefault(q, []).append((d, s))
+    rng = np.random.default_rng(seed)
+    groups: list[Group] = []
+    for q in sorted(by_query):
+        ranked = sorted(by_query[q], key=lambda t: -t[1])
+        if len(ranked) < 2:
+            continue
+        size = min(group_size, len(ranked))
+        for _ in range(groups_per_query):
+            rest = ranked[1:]
+            hard_pool = rest[: 2 * group_size]
+            n_hard = min(len(hard_pool), (size - 1 + 1) // 2)
+            hard_idx = rng.permutation(len(hard_pool))[:n_hard].tolist()
+            chosen = [hard_pool[i] for i in hard_idx]
+            taken = {d for d, _ in chosen}
+            remaining = [t for t in rest if t[0] not in taken]
+            more = rng.permutation(len(remaining))[: size - 1 - len(chosen)].tolist()
+            chosen += [remaining[i] for i in more]
+            docs = [ranked[0], *chosen]
+            groups.append(
+                Group(
+                    query=queries[q],
+                    documents=tuple(texts[d] for d, _ in docs),
+                    labels=(1.0, *([0.0] * (len(docs) - 1))),
+                    teacher=tuple(s for _, s in docs),
+                    query_id=q,
+                    doc_ids=tuple(d for d, _ in docs),
+                )
+            )
+    if not groups:
+        raise InputError("no distillation group could be made: every query has fewer than two candidates with text")
+    return groups, len(pairs)
+
+
+@dataclass(slots=True)
+class Recipe:
+    """A whole distillation: teacher, student, sources, training settings, dev set and export.
+
+    Read from TOML by :func:`load_recipe` (paths relative to the file)::
+
+        teacher = "default"                 # any crossrank model source
+        student = "layers:0,2,4,6,8,10"     # teacher layers, or a folder / encoder checkpoint
+        output = "runs/fast"
+        group_size = 8
+        groups_per_query = 2
+        export = "int8"                     # int8 (kept only if dev quality holds), bf16, none, skip
+
+        [train]                             # crossrank.train.TrainConfig fields
+        loss = "kl"
+        epochs = 1
+
+        [dev]                               # optional: picks the best checkpoint
+        data = "../shared/data/trec-dl-2021-passage"
+        split = "test"
+        run = "runs/bm25.top100.trec"
+        depth = 30
+        measure = "nDCG@10"
+        rel = 2
+
+        [[source]]                          # crossrank.train.distill.Source fields
+        data = "../shared/data/wikiqa"
+        split = "train"
+        run = "runs/train.candidates.trec"
+    """
+
+    teacher: str = "default"
+    student: str = "layers:6"
+    output: str = "distilled"
+    sources: list[Source] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+    dev: dict[str, Any] | None = None
+    group_size: int = 8
+    groups_per_query: int = 2
+    seed: int = 13
+    export: str = "int8"
+
+
+_RECIPE_KEYS = {
+    "teacher",
+    "student",
+    "output",
+    "source",
+    "train",
+    "dev",
+    "group_size",
+    "groups_per_query",
+    "seed",
+    "export",
+}
+_DEV_KEYS = {"data", "split", "run", "depth", "measure", "rel", "max_queries"}
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Return the recipe in a TOML file; relative paths are resolved against the file's folder.
+
+    Raises:
+        InputError: the file is unreadable, not TOML, or has unknown keys or no source.
+    """
+    import tomllib
+
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"cannot read recipe {p} ({err.strerror})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{p} is not valid TOML ({err})") from err
+    unknown = sorted(set(raw) - _RECIPE_KEYS)
+    if unknown:
+        raise InputError(f"{p}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
+    base = p.parent
+
+    def rel(value: str | None) -> str | None:
+        if value is None or value.startswith(("layers:",)):
+            return value
+        q = Path(value)
+        return str(q if q.is_absolute() else base / q)
+
+    sources = []
+    for i, s in enumerate(raw.get("source", [])):
+        try:
+            sources.append(Source(**{**s, "data": rel(s["data"]), "pool": rel(s.get("pool"))}))
+        except (TypeError, KeyError) as err:
+            raise InputError(
+                f"{p}: [[source]] number {i + 1} is wrong ({err}); fields: {sorted(Source.__slots__)}"
+            ) from err
+    if not sources:
+        raise InputError(f"{p}: no [[source]]: a distillation needs training queries")
+    dev = raw.get("dev")
+    if dev is not None:
+        bad = sorted(set(dev) - _DEV_KEYS)
+        if bad or "data" not in dev:
+            raise InputError(f"{p}: [dev] needs data and allows {sorted(_DEV_KEYS)} (unknown: {bad})")
+        dev = {**dev, "data": rel(dev["data"])}
+    teacher = str(raw.get("teacher", "default"))
+    student = str(raw.get("student", "layers:6"))
+    local = (base / student).exists() and not student.startswith("layers:")
+    return Recipe(
+        teacher=str(rel(teacher)) if (base / teacher).exists() else teacher,
+        student=str(rel(student)) if local else student,
+        output=str(rel(str(raw.get("output", "distilled")))),
+        sources=sources,
+        train=dict(raw.get("train", {})),
+        dev=dev,
+        group_size=int(raw.get("group_size", 8)),
+        groups_per_query=int(raw.get("groups_per_query", 2)),
+        seed=int(raw.get("seed", 13)),
+        export=str(raw.get("export", "int8")),
+    )
+
+
+def load_dev(spec: Mapping[str, Any], *, seed: int = 13) -> Any:
+    """Return a :class:`~crossrank.train.trainer.DevSet` from a ``[dev]`` table (data, split, run, depth, ...)."""
+    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+    from crossrank.train.trainer import DevSet
+
+    root = Path(spec["data"])
+    split = spec.get("split", "dev")
+    qrels = read_qrels(root / "qrels" / f"{split}.tsv")
+    queries = {q: t for q, t in read_beir_queries(root / "queries.jsonl").items() if q in qrels}
+    if spec.get("max_queries") and len(queries) > int(spec["max_queries"]):
+        ids = sorted(queries)
+        pick = np.random.default_rng(seed).permutation(len(ids))[: int(spec["max_queries"])]
+        queries = {ids[i]: queries[ids[i]] for i in sorted(pick.tolist())}
+    corpus = read_beir_corpus(root / "corpus.jsonl")
+    depth = int(spec.get("depth", 100))
+    if spec.get("run"):
+        run_path = Path(spec["run"]) if Path(spec["run"]).is_absolute() else root / spec["run"]
+        run = read_trec_run(run_path)
+        candidates = {q: [d for d, _ in run.get(q, [])[:depth] if d in corpus] for q in queries}
+    else:
+        candidates = _bm25(root / "corpus.jsonl", queries, depth)
+    documents = {d: doc_text(corpus[d]) for ids in candidates.values() for d in ids}
+    return DevSet(
+        queries=queries,
+        documents=documents,
+        candidates=candidates,
+        qrels={q: qrels[q] for q in queries},
+        measure=str(spec.get("measure", "nDCG@10")),
+        rel=spec.get("rel"),
+    )
+
+
+def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -> dict[str, Any]:
+    """Run a whole distillation; return a summary (data, training, export) also saved as ``summary.json``."""
+    import json
+
+    from crossrank.rerank.config import ScoringConfig
+    from crossrank.rerank.cross_encoder import CrossEncoder
+    from crossrank.train.trainer import TrainConfig, train
+
+    out = Path(recipe.output)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig(**{"loss": "kl", "seed": recipe.seed, **recipe.train})
+    from crossrank.train.losses import needs_teacher
+
+    if not needs_teacher(cfg.loss):
+        raise ConfigError(f"distillation trains with loss kl or margin-mse (got {cfg.loss!r})")
+    teacher = CrossEncoder(
+        recipe.teacher, config=ScoringConfig(activation="none", cache_dir=str(out / "teacher-cache")), calibration=None
+    )
+    report = DistillReport()
+    groups: list[Group] = []
+    for src in recipe.sources:
+        queries, candidates, documents = source_candidates(src, seed=recipe.seed)
+        bar = _bar(f"teacher scores {Path(src.data).name}", sum(len(v) for v in candidates.values()), progress)
+        try:
+            g, n = distill_groups(
+                teacher,
+                queries,
+                candidates,
+                documents,
+                group_size=recipe.group_size,
+                groups_per_query=recipe.groups_per_query,
+                seed=recipe.seed,
+                progress=bar[1] if bar else None,
+            )
+        finally:
+            if bar:
+                bar[0].stop()
+        groups += g
+        report.sources.append(
+            {"data": src.data, "split": src.split, "queries": len(queries), "pairs": n, "groups": len(g)}
+        )
+        report.pairs += n
+    report.groups = len(groups)
+    student = recipe.student
+    if student.startswith("layers:"):
+        student = str(layer_student(recipe.teacher, student, out / "student-init"))
+    dev = load_dev(recipe.dev, seed=recipe.seed) if recipe.dev else None
+    result = train(student, groups, out / "train", config=cfg, dev=dev, resume=resume, progress=progress)
+    summary: dict[str, Any] = {
+        "teacher": recipe.teacher,
+        "student": recipe.student,
+        "data": {"sources": report.sources, "pairs": report.pairs, "groups": report.groups},
+        "train": {
+            "config": cfg.to_dict(),
+            "steps": result.steps,
+            "resumed_from": result.resumed_from,
+            "best": result.best,
+            "pairs_per_s": result.pairs_per_s,
+            "first_loss": result.history[0]["loss"] if result.history else None,
+            "last_loss": result.history[-1]["loss"] if result.history else None,
+        },
+        "model": str(result.model),
+    }
+    if recipe.export != "skip":
+        from crossrank.train.finish import export_trained
+
+        summary["export"] = export_trained(result.model, out / "onnx", quantize=recipe.export, dev=dev)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _bar(label: str, total: int, on: bool) -> tuple[Any, Callable[[int], None]] | None:
+    if not on:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn())
+    p.start()
+    task = p.add_task(label, total=total)
+    return p, lambda n: p.advance(task, n)
