@@ -1,0 +1,101 @@
+"""``crossrank serve``: the HTTP rerank service (Cohere, Jina and TEI compatible), run by uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crossrank.cli.app import BackendOpt, MaxLenOpt, ModelOpt, _cli_errors, _load, app
+from crossrank.errors import InputError
+
+log = logging.getLogger("crossrank.serve")
+
+
+@app.command()
+@_cli_errors
+def serve(
+    model: ModelOpt = "default",
+    index: Annotated[
+        Path | None, typer.Option("--index", "-i", help="An index folder to serve POST /v1/search over.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
+    backend: BackendOpt = "auto",
+    max_length: MaxLenOpt = None,
+    max_documents: Annotated[int, typer.Option(help="Most documents (or pairs) per request.")] = 1000,
+    max_document_chars: Annotated[int, typer.Option(help="Most characters per document or query.")] = 100_000,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body, in bytes (else 413).")] = 16 * 1024 * 1024,
+    queue_size: Annotated[int, typer.Option(help="Most requests waiting or running; beyond it, 429.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="Wait this long for more requests to merge.")] = 5.0,
+    max_batch_pairs: Annotated[int, typer.Option(help="Most pairs merged into one model call.")] = 512,
+    batching: Annotated[
+        bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests (off: one at a time).")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds before a request gets 504.")] = 30.0,
+    auto_truncate: Annotated[
+        bool,
+        typer.Option(
+            "--auto-truncate/--no-auto-truncate", help="TEI requests without `truncate`: cut long texts, or 413."
+        ),
+    ] = True,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API keys (comma-separated).")
+    ] = None,
+    api_key_file: Annotated[Path | None, typer.Option(help="File with one API key per line.")] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Allow browser calls from this origin (repeatable); CORS is off without it."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only (no per-request lines).")] = False,
+) -> None:
+    """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
+    import uvicorn
+
+    from crossrank.serve import ApiKeys, ServeConfig, create_app
+
+    if api_key_env and api_key_file:
+        raise InputError("give --api-key-env or --api-key-file, not both")
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be within [0, 65535] (got {port})")
+    keys = None
+    if api_key_env:
+        keys = ApiKeys.from_env(api_key_env)
+    elif api_key_file:
+        keys = ApiKeys.from_file(api_key_file)
+    config = ServeConfig(
+        max_documents=max_documents,
+        max_document_chars=max_document_chars,
+        max_body_bytes=max_body_bytes,
+        queue_size=queue_size,
+        max_wait_ms=max_wait_ms,
+        max_batch_pairs=max_batch_pairs,
+        batching=batching,
+        timeout_s=timeout,
+        auto_truncate=auto_truncate,
+        cors_origins=tuple(cors_origin or ()),
+    )
+    logging.getLogger("crossrank.serve").setLevel(logging.WARNING if quiet else logging.INFO)
+    reranker = _load(model, backend, max_length, progress=False)
+    web_app = create_app(reranker, index=index, config=config, api_keys=keys)
+    if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s with no API keys: anyone who can reach it can use it", host)
+    log.info("crossrank serving %s on http://%s:%d%s", reranker.name, host, port, " (API keys on)" if keys else "")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            web_app,
+            host=host,
+            port=port,
+            log_config=None,  # logs go through the CLI's logging: no request lines from uvicorn
+            access_log=False,
+            ws="none",  # no WebSocket routes: do not load a WebSocket stack
+            server_header=False,
+            # on SIGTERM, in-flight requests finish (each within its timeout) before the process exits
+            timeout_graceful_shutdown=int(timeout) + 5,
+        )
+    )
+    server.run()

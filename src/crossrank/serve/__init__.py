@@ -1,0 +1,28 @@
+"""The HTTP rerank service: Cohere v1/v2, Jina and TEI compatible endpoints over a cross-encoder.
+
+Needs the ``serve`` extra (FastAPI, uvicorn, prometheus_client): ``pip install "crossrank[serve]"``.
+
+Example:
+    >>> from crossrank.serve import ServeConfig, create_app  # doctest: +SKIP
+    >>> app = create_app("default", config=ServeConfig(max_wait_ms=5))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from crossrank.errors import MissingDependencyError
+
+for _module in ("fastapi", "uvicorn", "prometheus_client"):
+    try:
+        importlib.import_module(_module)
+    except ImportError as _err:
+        raise MissingDependencyError(
+            f'crossrank serve needs {_module}, which is not installed: pip install "crossrank[serve]"'
+        ) from _err
+del _module
+
+from crossrank.serve.app import create_app  # noqa: E402
+from crossrank.serve.config import ApiKeys, ServeConfig  # noqa: E402
+
+__all__ = ["ApiKeys", "ServeConfig", "create_app"]

@@ -1,0 +1,578 @@
+"""The HTTP service: Cohere v1/v2, Jina and TEI rerank endpoints, raw scores and search over an index.
+
+Handlers are thin: check limits, hand the work to the :class:`~crossrank.serve.batcher.Batcher`,
+await it with a timeout, and write the answer in the called API's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crossrank.errors import ConfigError, InputError
+from crossrank.rerank.config import Activation
+from crossrank.rerank.cross_encoder import CrossEncoder
+from crossrank.retrieve.index import Index
+from crossrank.retrieve.pipeline import Pipeline
+from crossrank.serve.batcher import Batcher, PairsResult, PairsWork, SearchOutcome, SearchWork
+from crossrank.serve.config import ApiKeys, ServeConfig
+from crossrank.serve.errors import (
+    ApiError,
+    Dialect,
+    ErrorKind,
+    dialect_of,
+    error_body,
+    error_responses,
+    error_status,
+    validation_message,
+)
+from crossrank.serve.metrics import CONTENT_TYPE, Metrics
+from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, ObserveMiddleware
+from crossrank.serve.model import ServedModel
+from crossrank.serve.schemas import (
+    CohereV1Response,
+    CohereV2Response,
+    ModelsResponse,
+    RerankRequest,
+    RerankV2Request,
+    ScoreRequest,
+    ScoreResponse,
+    SearchRequest,
+    SearchResponse,
+    Status,
+    TeiRank,
+    TeiRerankRequest,
+)
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("crossrank.serve")
+
+_RERANK_ERRORS: Sequence[ErrorKind] = (
+    "invalid",
+    "empty",
+    "too_large",
+    "body_too_large",
+    "unauthorized",
+    "overloaded",
+    "timeout",
+    "unavailable",
+)
+
+
+@dataclass(slots=True)
+class _State:
+    served: ServedModel
+    config: ServeConfig
+    metrics: Metrics
+    batcher: Batcher
+
+
+def create_app(
+    model: CrossEncoder | str | os.PathLike[str] = "default",
+    *,
+    index: Index | str | os.PathLike[str] | None = None,
+    config: ServeConfig | None = None,
+    api_keys: ApiKeys | None = None,
+) -> FastAPI:
+    """Return the FastAPI app that serves ``model`` (and a search pipeline over ``index``).
+
+    The model (a :class:`CrossEncoder`, or a name or path to load one) is loaded once, here.
+    The app starts its batcher on startup and drains it on shutdown; run it with uvicorn.
+
+    Args:
+        model: the cross-encoder, or what to load it from.
+        index: an index (or its folder) for ``POST /v1/search``; ``None`` serves no search.
+        config: limits, batching, timeouts and CORS; see :class:`ServeConfig`.
+        api_keys: keys accepted as ``Authorization: Bearer``; ``None`` turns authentication off.
+
+    Raises:
+        ModelNotFoundError: the model cannot be found.
+        ConfigError: a setting is not allowed.
+
+    Example:
+        >>> app = create_app(CrossEncoder("default"))  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8080)  # doctest: +SKIP
+    """
+    config = config or ServeConfig()
+    reranker = model if isinstance(model, CrossEncoder) else CrossEncoder(model)
+    pipeline = None
+    if index is not None:
+        pipeline = Pipeline(index if isinstance(index, Index) else Index.open(index), reranker=reranker)
+    served = ServedModel(reranker, pipeline)
+    served.warm_up()
+    metrics = Metrics()
+    state = _State(served, config, metrics, Batcher(served, config, metrics))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.batcher.start()
+        log.info(
+            "serving %s (max_length=%d, activation=%s); queue %d, max wait %g ms, merge up to %d pairs",
+            served.name,
+            served.max_length,
+            served.activation,
+            config.queue_size,
+            config.max_wait_ms,
+            config.max_batch_pairs,
+        )
+        yield
+        # uvicorn has already waited for in-flight requests; finish anything still queued
+        await asyncio.to_thread(state.batcher.close, config.timeout_s)
+        log.info("batcher drained and stopped")
+
+    app = FastAPI(
+        title="crossrank",
+        summary="Cross-encoder reranking with Cohere, Jina and TEI compatible endpoints.",
+        version=_version(),
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.state.crossrank = state
+    _add_routes(app, state)
+    _add_error_handlers(app)
+    routes = frozenset(getattr(r, "path", "") for r in app.routes)
+    app.add_middleware(GuardMiddleware, keys=api_keys, max_body_bytes=config.max_body_bytes)
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After", "X-Crossrank-Truncated", "X-Crossrank-Activation"],
+        )
+    app.add_middleware(ObserveMiddleware, metrics=metrics, routes=routes)
+    return app
+
+
+def _version() -> str:
+    from crossrank import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------- routes
+
+
+def _add_routes(app: FastAPI, state: _State) -> None:
+    served, cfg = state.served, state.config
+
+    @app.post(
+        "/v1/rerank",
+        response_model=CohereV1Response,
+        responses=error_responses("cohere_v1", _RERANK_ERRORS),
+        tags=["rerank"],
+        summary="Rerank documents (Cohere v1 and Jina shape)",
+    )
+    async def rerank_v1(body: RerankRequest, request: Request) -> Response:
+        texts = _object_texts(body.documents, body.rank_fields)
+        return await _cohere(
+            state,
+            request,
+            body.query,
+            texts,
+            body.documents,
+            body.top_n,
+            None,
+            body.return_documents,
+            body.raw_scores,
+            version="1",
+        )
+
+    @app.post(
+        "/v2/rerank",
+        response_model=CohereV2Response,
+        responses=error_responses("cohere_v2", _RERANK_ERRORS),
+        tags=["rerank"],
+        summary="Rerank documents (Cohere v2 shape)",
+    )
+    async def rerank_v2(body: RerankV2Request, request: Request) -> Response:
+        texts = _object_texts(body.documents, body.rank_fields)
+        return await _cohere(
+            state,
+            request,
+            body.query,
+            texts,
+            body.documents,
+            body.top_n,
+            body.max_tokens_per_doc,
+            body.return_documents,
+            body.raw_scores,
+            version="2",
+        )
+
+    @app.post(
+        "/rerank",
+        response_model=list[TeiRank],
+        responses=error_responses("tei", _RERANK_ERRORS),
+        tags=["rerank"],
+        summary="Rerank texts (text-embeddings-inference shape)",
+    )
+    async def rerank_tei(body: TeiRerankRequest, request: Request) -> Response:
+        if body.truncation_direction.lower() != "right":
+            raise ApiError(
+                "invalid",
+                "truncation_direction 'left' is not supported: crossrank keeps the query and cuts the end "
+                "of the document; send 'right' or leave it out",
+            )
+        if not body.texts:
+            raise ApiError("empty", "`texts` cannot be empty")
+        _check_texts(cfg, body.query, body.texts, "texts")
+        act = served.output_activation(body.raw_scores)
+        result = await _score(state, request, [body.query] * len(body.texts), body.texts, act)
+        truncate = cfg.auto_truncate if body.truncate is None else body.truncate
+        cut = np.flatnonzero(result.truncated).tolist()
+        if cut and not truncate:
+            raise ApiError(
+                "too_large",
+                f"`inputs` must have less than {served.max_length} tokens: texts {_preview_ids(cut)} are longer "
+                "with the query; send truncate=true to cut them (the query is kept, the text cut)",
+            )
+        scores, order = _rank(served, result, act, None)
+        ranks = []
+        for i in order:
+            item: dict[str, Any] = {"index": i, "score": scores[i]}
+            if body.return_text:
+                item["text"] = body.texts[i]
+            ranks.append(item)
+        return JSONResponse(ranks, headers=_headers(act, result))
+
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        responses=error_responses("crossrank", _RERANK_ERRORS),
+        tags=["rerank"],
+        summary="Score (query, document) pairs, in input order",
+    )
+    async def score(body: ScoreRequest, request: Request) -> Response:
+        if not body.pairs:
+            raise ApiError("empty", "`pairs` cannot be empty; send [[query, document], ...]")
+        if len(body.pairs) > cfg.max_documents:
+            raise ApiError("too_large", f"{len(body.pairs)} pairs is more than the limit of {cfg.max_documents}")
+        for i, (q, d) in enumerate(body.pairs):
+            _check_text(cfg, q, f"pairs[{i}][0]")
+            _check_text(cfg, d, f"pairs[{i}][1]")
+        act = served.output_activation(body.raw_scores)
+        result = await _score(state, request, [p[0] for p in body.pairs], [p[1] for p in body.pairs], act)
+        tokens = int(result.num_tokens.sum())
+        content = {
+            "model": served.name,
+            "activation": act,
+            "scores": result.scores[act].tolist(),
+            "labels": list(served.labels),
+            "truncated": result.truncated.tolist(),
+            "num_tokens": result.num_tokens.tolist(),
+            "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
+        }
+        return JSONResponse(content, headers=_headers(act, result))
+
+    @app.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        responses=error_responses("crossrank", [*_RERANK_ERRORS, "not_found"]),
+        tags=["search"],
+        summary="Retrieve from the served index and rerank the top `depth`",
+    )
+    async def search(body: SearchRequest, request: Request) -> Response:
+        if served.pipeline is None:
+            raise ApiError("not_found", "no index is served; start the server with --index DIR")
+        _check_text(cfg, body.query, "query")
+        if body.k > cfg.max_search_k or body.depth > cfg.max_search_depth:
+            raise ApiError(
+                "too_large",
+                f"k={body.k}, depth={body.depth} is over the limits k <= {cfg.max_search_k}, "
+                f"depth <= {cfg.max_search_depth}",
+            )
+        work = SearchWork(body.query, body.k, body.depth, body.retriever, body.rerank)
+        outcome = await _await(state, work)
+        assert isinstance(outcome, SearchOutcome)
+        result = outcome.result
+        num_truncated = sum(h.truncated for h in result.hits)
+        request.scope[STATS_KEY] = {
+            "k": body.k,
+            "depth": result.depth,
+            "truncated": num_truncated,
+            "queue_ms": round(outcome.timing.queue_ms, 1),
+            "batch": f"{outcome.timing.batch_pairs}/{outcome.timing.batch_requests}",
+        }
+        content = {"model": served.name, **result.to_dict(with_documents=body.return_documents)}
+        content.pop("query_id", None)
+        content["num_truncated"] = num_truncated
+        headers = {"x-crossrank-truncated": str(num_truncated), "x-crossrank-activation": served.activation}
+        return JSONResponse(content, headers=headers)
+
+    @app.get("/v1/models", response_model=ModelsResponse, tags=["service"], summary="The served model")
+    async def models() -> dict[str, Any]:
+        card = {"id": served.name, "object": "model", "created": 0, "owned_by": "crossrank", **served.describe()}
+        cohere = {"name": served.name, "endpoints": ["rerank"], "context_length": served.max_length}
+        return {"object": "list", "data": [card], "models": [cohere]}
+
+    @app.get("/health", response_model=Status, response_model_exclude_none=True, tags=["service"], summary="Alive")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/ready",
+        response_model=Status,
+        responses=error_responses("crossrank", ["unavailable"]),
+        tags=["service"],
+        summary="Model loaded and taking requests",
+    )
+    async def ready() -> dict[str, Any]:
+        if not state.batcher.running:
+            raise ApiError("unavailable", "not ready: the server is starting or shutting down")
+        return {"status": "ready", "model": served.name}
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Prometheus metrics"}},
+        tags=["service"],
+        summary="Prometheus metrics",
+    )
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+# ---------------------------------------------------------------------- handlers' helpers
+
+
+async def _await(state: _State, work: PairsWork | SearchWork) -> Any:
+    """Queue ``work`` and return its result, turning every failure into an :class:`ApiError`."""
+    future = state.batcher.submit(work)  # raises QueueFullError / ShuttingDownError: answered at once
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout=state.config.timeout_s)
+    except TimeoutError:
+        state.metrics.rejected.labels("timeout").inc()
+        raise ApiError(
+            "timeout",
+            f"the request did not finish within {state.config.timeout_s:g} s; retry later or send fewer documents",
+        ) from None
+    except ApiError:
+        raise
+    except (InputError, ConfigError) as err:
+        raise ApiError("invalid", str(err)) from err
+    except Exception as err:
+        log.error("scoring failed: %s", type(err).__name__)
+        raise ApiError("internal", "scoring failed; see the server log") from err
+
+
+async def _score(
+    state: _State,
+    request: Request,
+    queries: list[str],
+    documents: list[str],
+    act: Activation,
+    *,
+    max_doc_tokens: int | None = None,
+) -> PairsResult:
+    served = state.served
+    acts = tuple(dict.fromkeys((act, served.order_activation(act))))
+    result = await _await(state, PairsWork(queries, documents, acts, max_doc_tokens))
+    assert isinstance(result, PairsResult)
+    t = result.timing
+    request.scope[STATS_KEY] = {
+        "pairs": len(queries),
+        "tokens": int(result.num_tokens.sum()),
+        "truncated": int(result.truncated.sum()),
+        "queue_ms": round(t.queue_ms, 1),
+        "inference_ms": round(t.inference_ms, 1),
+        "batch": f"{t.batch_pairs}/{t.batch_requests}",
+    }
+    return result
+
+
+async def _cohere(
+    state: _State,
+    request: Request,
+    query: str,
+    texts: list[str],
+    documents: Sequence[str | dict[str, Any]],
+    top_n: int | None,
+    max_tokens_per_doc: int | None,
+    return_documents: bool,
+    raw_scores: bool,
+    *,
+    version: str,
+) -> Response:
+    served, cfg = state.served, state.config
+    if not texts:
+        raise ApiError("empty", "`documents` cannot be empty; send at least one document")
+    _check_texts(cfg, query, texts, "documents")
+    act = served.output_activation(raw_scores)
+    # a cut shorter than the model's own limit is made before scoring; longer ones change nothing
+    max_doc_tokens = (
+        max_tokens_per_doc if max_tokens_per_doc is not None and max_tokens_per_doc < served.max_length else None
+    )
+    result = await _score(state, request, [query] * len(texts), texts, act, max_doc_tokens=max_doc_tokens)
+    scores, order = _rank(served, result, act, top_n)
+    results = []
+    for i in order:
+        item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+        if return_documents:
+            doc = documents[i]
+            item["document"] = {"text": doc} if isinstance(doc, str) else doc
+        results.append(item)
+    tokens = int(result.num_tokens.sum())
+    cut = np.flatnonzero(result.truncated).tolist()
+    warnings = []
+    if cut:
+        limit = f"max_tokens_per_doc={max_doc_tokens}" if max_doc_tokens else f"max_length={served.max_length}"
+        warnings.append(
+            f"{len(cut)} of {len(texts)} documents were cut to fit ({limit} tokens; the query is kept whole): "
+            f"indices {_preview_ids(cut)}"
+        )
+    t = result.timing
+    meta = {
+        "api_version": {"version": version},
+        "billed_units": {"search_units": math.ceil(len(texts) / 100)},
+        "tokens": {"input_tokens": tokens},
+        "warnings": warnings,
+        "crossrank": {
+            "activation": act,
+            "scores": "probability" if served.is_probability(act) else "logit",
+            "max_length": served.max_length,
+            "truncated": cut,
+            "queue_ms": round(t.queue_ms, 3),
+            "inference_ms": round(t.inference_ms, 3),
+            "batch_pairs": t.batch_pairs,
+            "batch_requests": t.batch_requests,
+        },
+    }
+    content: dict[str, Any] = {"id": str(uuid.uuid4())}
+    if version == "1":
+        content["model"] = served.name
+    content["results"] = results
+    content["meta"] = meta
+    if version == "1":
+        content["usage"] = {"total_tokens": tokens, "prompt_tokens": tokens}
+    return JSONResponse(content, headers=_headers(act, result))
+
+
+def _rank(
+    served: ServedModel, result: PairsResult, act: Activation, top_n: int | None
+) -> tuple[list[float], list[int]]:
+    """Return the scores (input order) and the order of the best ``top_n``, as ``CrossEncoder.rerank``."""
+    try:
+        column = served.relevance_column()
+    except ConfigError as err:
+        raise ApiError("invalid", str(err)) from err
+    scores = result.scores[act]
+    keys = result.scores[served.order_activation(act)]
+    if column is not None:
+        scores, keys = scores[:, column], keys[:, column]
+    order = np.argsort(-keys, kind="stable")[:top_n]
+    return scores.tolist(), order.tolist()
+
+
+def _object_texts(documents: Sequence[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
+    """Return the text ranked for each document: a string, or its ``rank_fields`` joined by spaces."""
+    fields = rank_fields or ["text"]
+    if not fields:
+        raise ApiError("invalid", "rank_fields is empty; name at least one field, e.g. ['text']")
+    texts = []
+    for i, doc in enumerate(documents):
+        if isinstance(doc, str):
+            texts.append(doc)
+            continue
+        values = []
+        for name in fields:
+            value = doc.get(name)
+            if not isinstance(value, str):
+                got = "missing" if value is None else f"a {type(value).__name__}"
+                raise ApiError(
+                    "invalid",
+                    f"documents[{i}] field {name!r} must be a string (got {got}); objects need a 'text' field, "
+                    "or name the fields to rank in rank_fields",
+                )
+            values.append(value)
+        texts.append(" ".join(v for v in values if v.strip()))
+    return texts
+
+
+def _check_text(cfg: ServeConfig, text: str, where: str) -> None:
+    if not text.strip():
+        raise ApiError("invalid", f"{where} is empty; send non-blank text")
+    if len(text) > cfg.max_document_chars:
+        raise ApiError(
+            "too_large", f"{where} has {len(text)} characters, more than the limit of {cfg.max_document_chars}"
+        )
+
+
+def _check_texts(cfg: ServeConfig, query: str, texts: Sequence[str], field: str) -> None:
+    _check_text(cfg, query, "query")
+    if len(texts) > cfg.max_documents:
+        raise ApiError("too_large", f"{len(texts)} {field} is more than the limit of {cfg.max_documents} per request")
+    for i, text in enumerate(texts):
+        _check_text(cfg, text, f"{field}[{i}]")
+
+
+def _preview_ids(ids: list[int]) -> str:
+    return str(ids) if len(ids) <= 20 else str(ids[:20])[:-1] + ", ...]"
+
+
+def _headers(act: Activation, result: PairsResult) -> dict[str, str]:
+    t = result.timing
+    return {
+        "x-crossrank-activation": act,
+        "x-crossrank-truncated": str(int(result.truncated.sum())),
+        "x-compute-tokens": str(int(result.num_tokens.sum())),
+        "x-queue-time": str(round(t.queue_ms)),
+        "x-inference-time": str(round(t.inference_ms)),
+    }
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def _error(dialect: Dialect, kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(dialect, kind, message), status_code=error_status(dialect, kind), headers=headers)
+
+
+_STATUS_KINDS: dict[int, ErrorKind] = {
+    400: "invalid",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    422: "invalid",
+    429: "overloaded",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return _error(dialect_of(request.url.path), exc.kind, exc.message, headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return _error(dialect_of(request.url.path), "invalid", validation_message(exc.errors()))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = _STATUS_KINDS.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid")
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return _error(dialect_of(request.url.path), kind, message, dict(exc.headers or {}))
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

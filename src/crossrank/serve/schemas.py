@@ -1,0 +1,284 @@
+"""Request and response bodies, field by field as each API publishes them.
+
+Requests are validated strictly (no string-to-number coercion) and ignore fields they do not
+know, so newer clients that send more fields keep working. crossrank's additions (``raw_scores``
+on Cohere/Jina routes; ``meta.crossrank``) are optional and ignored by clients that do not know them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "CohereV1Response",
+    "CohereV2Response",
+    "ModelsResponse",
+    "RerankRequest",
+    "RerankV2Request",
+    "ScoreRequest",
+    "ScoreResponse",
+    "SearchRequest",
+    "SearchResponse",
+    "TeiRank",
+    "TeiRerankRequest",
+]
+
+_REQUEST = ConfigDict(strict=True, extra="ignore")
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 3.0; strict validation would refuse it
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+Text = Annotated[str, Field(min_length=1)]
+
+Document = Annotated[
+    Text | dict[str, Any],
+    Field(description="A text, or an object whose `text` (or `rank_fields`) is ranked."),
+]
+
+
+# ------------------------------------------------------------------ requests
+
+
+class RerankRequest(BaseModel):
+    """``POST /v1/rerank``: Cohere v1 and Jina."""
+
+    model_config = _REQUEST
+
+    model: str | None = Field(None, description="Accepted and ignored: the served model answers.")
+    query: Text = Field(description="The search query.")
+    documents: list[Document] = Field(description="Texts, or objects with a `text` field.")
+    top_n: Int | None = Field(None, ge=1, description="Return the best `top_n`; all when left out.")
+    rank_fields: list[str] | None = Field(
+        None, description="For object documents: the fields ranked, joined by spaces in this order (default `text`)."
+    )
+    return_documents: bool = Field(False, description="Return each document with its result.")
+    max_chunks_per_doc: Int | None = Field(None, ge=1, description="Accepted and ignored (Cohere v1).")
+    raw_scores: bool = Field(False, description="crossrank: return raw logits instead of probabilities.")
+
+
+class RerankV2Request(BaseModel):
+    """``POST /v2/rerank``: Cohere v2."""
+
+    model_config = _REQUEST
+
+    model: str | None = Field(None, description="Accepted and ignored: the served model answers.")
+    query: Text = Field(description="The search query.")
+    documents: list[Document] = Field(description="Texts (objects with `text` are accepted too).")
+    top_n: Int | None = Field(None, ge=1, description="Return the best `top_n`; all when left out.")
+    max_tokens_per_doc: Int | None = Field(
+        None, ge=1, description="Cut each document to this many tokens first (reported as truncation)."
+    )
+    rank_fields: list[str] | None = Field(None, description="As in v1, for object documents.")
+    return_documents: bool = Field(False, description="Return each document with its result.")
+    priority: Int | None = Field(None, description="Accepted and ignored.")
+    raw_scores: bool = Field(False, description="crossrank: return raw logits instead of probabilities.")
+
+
+class TeiRerankRequest(BaseModel):
+    """``POST /rerank``: Hugging Face text-embeddings-inference."""
+
+    model_config = _REQUEST
+
+    query: Text
+    texts: list[Text]
+    raw_scores: bool = Field(False, description="Raw logits instead of sigmoid probabilities.")
+    return_text: bool = False
+    truncate: bool | None = Field(
+        None, description="Cut documents that do not fit; false refuses them with 413. Default: the server's."
+    )
+    truncation_direction: Literal["right", "left", "Right", "Left"] = Field(
+        "right", description="Only `right` is supported: the query is kept, the end of the document cut."
+    )
+
+
+class ScoreRequest(BaseModel):
+    """``POST /v1/score``: raw (query, document) pairs."""
+
+    model_config = _REQUEST
+
+    model: str | None = Field(None, description="Accepted and ignored.")
+    pairs: list[Annotated[list[Text], Field(min_length=2, max_length=2)]] = Field(
+        description="[[query, document], ...]"
+    )
+    raw_scores: bool = Field(False, description="Raw logits instead of probabilities.")
+
+
+class SearchRequest(BaseModel):
+    """``POST /v1/search``: the full pipeline over the served index."""
+
+    model_config = _REQUEST
+
+    query: Text
+    k: Int = Field(10, ge=1, description="Results returned.")
+    depth: Int = Field(100, ge=1, description="First-stage candidates reranked (raised to `k`).")
+    retriever: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="Default: the index's own.")
+    rerank: bool = Field(True, description="Rerank with the cross-encoder; false returns the first stage.")
+    return_documents: bool = True
+
+
+# ------------------------------------------------------------------ responses
+
+
+class ApiVersion(BaseModel):
+    """Cohere's API version."""
+
+    version: str
+
+
+class BilledUnits(BaseModel):
+    """Cohere's billed units: one search unit per query with up to 100 documents."""
+
+    search_units: float
+
+
+class MetaTokens(BaseModel):
+    """Tokens the model read."""
+
+    input_tokens: float
+
+
+class CrossrankMeta(BaseModel):
+    """What the scores mean and what was cut."""
+
+    activation: str = Field(description="sigmoid, softmax or calibrated (probabilities), or none (raw logits).")
+    scores: Literal["probability", "logit"]
+    max_length: int = Field(description="Most tokens of one pair; longer documents are cut.")
+    truncated: list[int] = Field(description="Indices of the documents that were cut.")
+    queue_ms: float
+    inference_ms: float
+    batch_pairs: int = Field(description="Pairs in the model call this request shared.")
+    batch_requests: int = Field(description="Requests merged into that model call.")
+
+
+class Meta(BaseModel):
+    """Cohere's ``meta``."""
+
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: MetaTokens
+    warnings: list[str]
+    crossrank: CrossrankMeta
+
+
+class Usage(BaseModel):
+    """Jina's ``usage``."""
+
+    total_tokens: int
+    prompt_tokens: int
+
+
+class RerankResult(BaseModel):
+    """One ranked document."""
+
+    index: int = Field(description="Position of the document in the request.")
+    relevance_score: float
+    document: dict[str, Any] | None = Field(None, description="With `return_documents`: `{text}` or the object.")
+
+
+class CohereV1Response(BaseModel):
+    """Cohere v1's rerank response, with Jina's `model` and `usage`."""
+
+    id: str
+    model: str
+    results: list[RerankResult]
+    meta: Meta
+    usage: Usage
+
+
+class CohereV2Response(BaseModel):
+    """Cohere v2's rerank response."""
+
+    id: str
+    results: list[RerankResult]
+    meta: Meta
+
+
+class TeiRank(BaseModel):
+    """One result of TEI's ``/rerank`` (the response is a bare array of these)."""
+
+    index: int
+    score: float
+    text: str | None = None
+
+
+class ScoreResponse(BaseModel):
+    """Scores of pairs, in input order."""
+
+    model: str
+    activation: str
+    scores: list[float] | list[list[float]] = Field(description="One per pair; a list per pair for multi-label heads.")
+    labels: list[str]
+    truncated: list[bool]
+    num_tokens: list[int]
+    usage: Usage
+
+
+class SearchHitOut(BaseModel):
+    """One search result with what each stage said."""
+
+    doc_id: str
+    rank: int
+    score: float
+    first_stage_rank: int
+    first_stage_score: float
+    rerank_score: float | None
+    truncated: bool
+    document: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    """The results of one query."""
+
+    model: str
+    query: str
+    retriever: str
+    reranked: bool
+    depth: int
+    hits: list[SearchHitOut]
+    num_truncated: int
+    timings_ms: dict[str, float]
+
+
+class ModelCard(BaseModel):
+    """The served model (OpenAI/Jina style list entry)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "crossrank"
+    max_length: int
+    activation: str
+    labels: list[str]
+    backend: str
+    index: str | None
+
+
+class CohereModel(BaseModel):
+    """The served model (Cohere style list entry)."""
+
+    name: str
+    endpoints: list[str]
+    context_length: int
+
+
+class ModelsResponse(BaseModel):
+    """``GET /v1/models``: OpenAI/Jina's ``data`` and Cohere's ``models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+    models: list[CohereModel]
+
+
+class Status(BaseModel):
+    """Liveness or readiness."""
+
+    status: str
+    model: str | None = None
