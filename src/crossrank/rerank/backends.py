@@ -228,6 +228,10 @@ class OpenVinoBackend:
         for _ in range(self.parallelism):
             self._pool.put(compiled.create_infer_request())
         self._compiled = compiled
+        # The first inference ever, started on several threads at once, can hang inside the
+        # bindings' one-time numpy setup; one tiny inference here, on this thread, does that setup.
+        one = np.ones((1, 2), dtype=np.int64)
+        self.run(one, one, np.zeros((1, 2), dtype=np.int64))
 
     def run(
         self,
