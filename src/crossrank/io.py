@@ -56,6 +56,28 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             yield obj
 
 
+def read_toml(path: str | Path, *, what: str, allowed: Iterable[str]) -> dict[str, Any]:
+    """Return a TOML file's top-level table, checked against the ``allowed`` keys.
+
+    Raises:
+        InputError: the file is unreadable, not TOML, or has keys outside ``allowed``
+            (``what`` names the file's role in the message, e.g. "recipe").
+    """
+    import tomllib
+
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"cannot read {what} {p} ({err.strerror})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{p} is not valid TOML ({err})") from err
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise InputError(f"{p}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+    return raw
+
+
 def read_beir_corpus(path: str | Path) -> dict[str, dict[str, Any]]:
     """Return a BEIR corpus (``_id``, ``title``, ``text``) as ``{doc_id: record}``.
 

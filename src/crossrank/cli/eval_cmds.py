@@ -147,18 +147,11 @@ def eval_runs(
 
 
 def _read_pipeline(path: Path) -> dict[str, Any]:
-    import tomllib
+    from crossrank.io import read_toml
 
-    try:
-        cfg = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"cannot read pipeline file {path} ({err.strerror})") from err
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"{path} is not valid TOML ({err})") from err
-    known = {"run", "index", "retriever", "model", "depth", "rel", "measures"}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise InputError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
+    cfg = read_toml(
+        path, what="pipeline file", allowed=("run", "index", "retriever", "model", "depth", "rel", "measures")
+    )
     base = path.parent
     for key in ("run", "index"):
         if key in cfg:

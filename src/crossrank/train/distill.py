@@ -345,18 +345,10 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     Raises:
         InputError: the file is unreadable, not TOML, or has unknown keys or no source.
     """
-    import tomllib
+    from crossrank.io import read_toml
 
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"cannot read recipe {p} ({err.strerror})") from err
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"{p} is not valid TOML ({err})") from err
-    unknown = sorted(set(raw) - _RECIPE_KEYS)
-    if unknown:
-        raise InputError(f"{p}: unknown keys {unknown}; allowed: {sorted(_RECIPE_KEYS)}")
+    raw = read_toml(p, what="recipe", allowed=_RECIPE_KEYS)
     base = p.parent
 
     def rel(value: str | None) -> str | None:
