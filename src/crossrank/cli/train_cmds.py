@@ -158,17 +158,7 @@ def train_cmd(
             seed=seed,
         )
     result = train(model, groups, output, config=cfg, dev=dev, resume=resume, progress=progress)
-    summary.update(
-        {
-            "model": str(result.model),
-            "steps": result.steps,
-            "resumed_from": result.resumed_from,
-            "best": result.best,
-            "pairs_per_s": result.pairs_per_s,
-            "first_loss": result.history[0]["loss"] if result.history else None,
-            "last_loss": result.history[-1]["loss"] if result.history else None,
-        }
-    )
+    summary.update(result.summary())
     if export != "skip":
         from crossrank.train.finish import export_trained
 

@@ -474,15 +474,7 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
         "teacher": recipe.teacher,
         "student": recipe.student,
         "data": {"sources": report.sources, "pairs": report.pairs, "groups": report.groups},
-        "train": {
-            "config": cfg.to_dict(),
-            "steps": result.steps,
-            "resumed_from": result.resumed_from,
-            "best": result.best,
-            "pairs_per_s": result.pairs_per_s,
-            "first_loss": result.history[0]["loss"] if result.history else None,
-            "last_loss": result.history[-1]["loss"] if result.history else None,
-        },
+        "train": {"config": cfg.to_dict(), **{k: v for k, v in result.summary().items() if k != "model"}},
         "model": str(result.model),
     }
     if recipe.export != "skip":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank.errors import ConfigError
-from crossrank.train.trainer import DevSet
+from crossrank.train.trainer import DevSet, dev_measure, dev_pairs
 
 __all__ = ["dev_value", "export_trained"]
 
@@ -21,17 +21,12 @@ log = logging.getLogger(__name__)
 
 def dev_value(model: str | os.PathLike[str], dev: DevSet, *, backend: str = "auto") -> float:
     """Return ``dev.measure`` of ``model`` (any crossrank model source) reranking the dev candidates."""
-    from crossrank.evaluate.metrics import evaluate
     from crossrank.rerank.cross_encoder import CrossEncoder
 
     ce = CrossEncoder(model, backend=backend, calibration=None)  # type: ignore[arg-type]
-    keys = [(q, d) for q, cands in dev.candidates.items() if q in dev.queries for d in cands if d in dev.documents]
+    keys = dev_pairs(dev)
     scores = ce.score([(dev.queries[q], dev.documents[d]) for q, d in keys], activation="none")
-    run: dict[str, dict[str, float]] = {}
-    for (q, d), s in zip(keys, scores.tolist(), strict=True):
-        run.setdefault(q, {})[d] = float(s)
-    result = evaluate({q: dict(v) for q, v in dev.qrels.items()}, {"m": run}, [dev.measure], rel=dev.rel)
-    return float(result.aggregate["m"][result.measures[0]])
+    return dev_measure(dev, keys, scores.tolist())
 
 
 def export_trained(

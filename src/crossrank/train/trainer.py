@@ -145,6 +145,18 @@ class TrainResult:
     best: dict[str, Any] | None = None
     pairs_per_s: float = 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """Return what a run did, JSON-ready: model folder, steps, resume point, best, speed, first and last loss."""
+        return {
+            "model": str(self.model),
+            "steps": self.steps,
+            "resumed_from": self.resumed_from,
+            "best": self.best,
+            "pairs_per_s": self.pairs_per_s,
+            "first_loss": self.history[0]["loss"] if self.history else None,
+            "last_loss": self.history[-1]["loss"] if self.history else None,
+        }
+
 
 def bf16_supported() -> bool:
     """Return whether this CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
@@ -303,27 +315,40 @@ def _forward(model: Any, enc: Any, torch: Any) -> Any:
     return model(**inputs).logits[:, 0]
 
 
-def evaluate_dev(model: Any, encoder: PairEncoder, dev: DevSet) -> float:
-    """Return ``dev.measure`` of the model reranking the dev candidates (crossrank's evaluation)."""
-    from crossrank.evaluate.metrics import evaluate
+def dev_pairs(dev: DevSet) -> list[tuple[str, str]]:
+    """Return the dev set's (query id, doc id) pairs to score: judged queries, candidates with text.
 
-    qs, ds, keys = [], [], []
-    for q, cands in dev.candidates.items():
-        if q not in dev.qrels or q not in dev.queries:
-            continue
-        for d in cands:
-            if d in dev.documents:
-                qs.append(dev.queries[q])
-                ds.append(dev.documents[d])
-                keys.append((q, d))
+    Raises:
+        InputError: no judged query has a candidate with text.
+    """
+    keys = [
+        (q, d)
+        for q, cands in dev.candidates.items()
+        if q in dev.qrels and q in dev.queries
+        for d in cands
+        if d in dev.documents
+    ]
     if not keys:
         raise InputError("the dev set has no judged query with candidate texts")
-    scores = score_with(model, encoder, qs, ds)
+    return keys
+
+
+def dev_measure(dev: DevSet, keys: Sequence[tuple[str, str]], scores: Sequence[float]) -> float:
+    """Return ``dev.measure`` of the run the ``scores`` of the ``keys`` make (crossrank's evaluation)."""
+    from crossrank.evaluate.metrics import evaluate
+
     run: dict[str, dict[str, float]] = {}
-    for (q, d), s in zip(keys, scores.tolist(), strict=True):
+    for (q, d), s in zip(keys, scores, strict=True):
         run.setdefault(q, {})[d] = float(s)
     result = evaluate({q: dict(v) for q, v in dev.qrels.items()}, {"dev": run}, [dev.measure], rel=dev.rel)
     return float(result.aggregate["dev"][result.measures[0]])
+
+
+def evaluate_dev(model: Any, encoder: PairEncoder, dev: DevSet) -> float:
+    """Return ``dev.measure`` of the model reranking the dev candidates (crossrank's evaluation)."""
+    keys = dev_pairs(dev)
+    scores = score_with(model, encoder, [dev.queries[q] for q, _ in keys], [dev.documents[d] for _, d in keys])
+    return dev_measure(dev, keys, scores.tolist())
 
 
 def train(
