@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Keep the optimized-graph cache inside the test session unless the caller set one.
     os.environ.setdefault("CROSSRANK_CACHE", str(ROOT / ".cache" / "crossrank"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    # The Ray tests' cluster runs with token authentication; Ray reads the mode when it is imported.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 
 @pytest.fixture(scope="session")

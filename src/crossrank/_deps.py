@@ -15,6 +15,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "onnx": ("onnx", ""),
     "ir_measures": ("ir-measures", "eval"),
     "matplotlib": ("matplotlib", "eval"),
+    "ray": ("ray[data,serve]", "ray"),
+    "pyarrow": ("pyarrow", "ray"),
 }
 
 

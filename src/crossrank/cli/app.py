@@ -117,16 +117,53 @@ def rerank(
         bool,
         typer.Option(help="Batch mode: skip (and count) run entries missing from the corpus or queries."),
     ] = False,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="Batch mode: Parquet or JSONL rows of query_id, query, doc_id, text (instead of a run)."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="Batch mode: 'local' (this process) or 'ray' (a Ray cluster; crossrank[ray]).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: a running cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); default: local."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="--engine ray: scoring actors, each with the model loaded once.")] = 2,
+    threads_per_worker: Annotated[int, typer.Option(help="--engine ray: CPUs (engine threads) per actor.")] = 1,
+    block_pairs: Annotated[int, typer.Option(help="--engine ray: pairs per block, the unit of work and retry.")] = 1024,
 ) -> None:
-    """Rerank documents for a query, or a whole first-stage run (batch mode)."""
-    batch = any(x is not None for x in (corpus, queries, run))
+    """Rerank documents for a query, or a whole first-stage run (batch mode), here or on a Ray cluster."""
+    batch = any(x is not None for x in (corpus, queries, run, pairs))
     if batch:
         if query is not None or documents or documents_file is not None:
-            raise InputError("batch mode (--corpus/--queries/--run) takes no query or documents arguments")
-        if corpus is None or queries is None or run is None or output is None:
-            raise InputError("batch mode needs all of --corpus, --queries, --run and --output")
+            raise InputError("batch mode (--corpus/--queries/--run or --pairs) takes no query or documents arguments")
+        if engine not in ("local", "ray"):
+            raise InputError(f"--engine must be local or ray (got {engine!r})")
         if depth < 1:
             raise InputError(f"--depth must be >= 1 (got {depth})")
+        if pairs is not None and any(x is not None for x in (corpus, queries, run)):
+            raise InputError("give --pairs FILE or --corpus/--queries/--run, not both")
+        if output is None or (pairs is None and (corpus is None or queries is None or run is None)):
+            raise InputError("batch mode needs --output and either all of --corpus, --queries, --run, or --pairs")
+        table_io = pairs is not None or output.suffix.lower() == ".parquet"
+        if engine == "ray" or table_io:
+            _rerank_table(
+                (pairs, corpus, queries, run),
+                depth,
+                output,
+                k,
+                model,
+                backend,
+                max_length,
+                skip_missing,
+                engine,
+                address,
+                workers,
+                threads_per_worker,
+                block_pairs,
+            )
+            return
+        assert corpus is not None and queries is not None and run is not None
         _rerank_run(corpus, queries, run, depth, output, k, model, backend, max_length, skip_missing)
         return
     if query is None:
@@ -222,6 +259,65 @@ def _rerank_run(
         f"reranked {total} pairs for {len(rankings)} queries; wrote {written} lines to {output}{skipped}",
         err=True,
     )
+
+
+def _rerank_table(
+    source: tuple[Path | None, Path | None, Path | None, Path | None],
+    depth: int,
+    output: Path,
+    k: int | None,
+    model: str,
+    backend: str,
+    max_length: int | None,
+    skip_missing: bool,
+    engine: str,
+    address: str | None,
+    workers: int,
+    threads_per_worker: int,
+    block_pairs: int,
+) -> None:
+    """Batch mode over a pairs table: on Ray (``--engine ray``), or here for Parquet in or out."""
+    import json
+
+    from crossrank.scale.batch import read_pairs, rerank_here, rerank_on_ray, run_pairs, write_output
+
+    pairs, corpus, queries, run = source
+    skipped = {"skipped_queries": 0, "skipped_docs": 0}
+    if pairs is not None:
+        table = read_pairs(pairs)
+    else:
+        assert corpus is not None and queries is not None and run is not None
+        table, skipped = run_pairs(run, corpus, queries, depth=depth, skip_missing=skip_missing)
+    if str(output) == "-":
+        raise InputError("--output - (stdout) is for the local engine with a run; give a file path")
+    if backend not in ("auto", "onnx", "torch", "openvino"):
+        raise InputError(f"--backend must be auto, onnx, openvino or torch (got {backend!r})")
+    if engine == "ray":
+        result = rerank_on_ray(
+            table,
+            model=model,
+            backend=backend,  # type: ignore[arg-type]
+            max_length=max_length,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            address=address,
+            block_pairs=block_pairs,
+            k=k,
+            progress=True,
+        )
+    else:
+        ce = _load(model, backend, max_length)
+        result = rerank_here(table, ce, k=k)
+    written = write_output(result, output)
+    s = result.summary
+    _note_truncation(s.truncated, s.pairs, s.max_length)
+    typer.echo(
+        f"reranked {s.pairs} pairs for {s.queries} queries ({engine}: {s.workers} workers, {s.blocks} blocks, "
+        f"{s.retries} retried, {s.worker_restarts} worker restarts) in {s.seconds:.1f} s, "
+        f"{s.pairs_per_s:,.0f} pairs/s; wrote {written} rows to {output}",
+        err=True,
+    )
+    typer.echo(json.dumps({**s.to_dict(), **skipped, "output": str(output), "rows": written}), err=True)
 
 
 # ---------------------------------------------------------------------- score

@@ -52,6 +52,26 @@ def serve(
         typer.Option(help="Allow browser calls from this origin (repeatable); CORS is off without it."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only (no per-request lines).")] = False,
+    engine: Annotated[
+        str, typer.Option(help="'local' (uvicorn, this process) or 'ray' (Ray Serve replicas; crossrank[ray]).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: a running cluster ('auto', 'HOST:6379'); default: start one here.")
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="--engine ray: replicas (the initial count when autoscaling).")] = 1,
+    min_replicas: Annotated[
+        int | None, typer.Option(help="--engine ray: autoscale, never below this many replicas.")
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(help="--engine ray: autoscale, never above this many replicas.")
+    ] = None,
+    target_ongoing_requests: Annotated[
+        float, typer.Option(help="--engine ray: autoscaling target of requests in flight per replica.")
+    ] = 2.0,
+    max_ongoing_requests: Annotated[
+        int, typer.Option(help="--engine ray: most requests one replica takes at once; the proxy queues the rest.")
+    ] = 16,
+    threads_per_replica: Annotated[int, typer.Option(help="--engine ray: CPUs (engine threads) per replica.")] = 1,
 ) -> None:
     """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
     import uvicorn
@@ -80,6 +100,33 @@ def serve(
         cors_origins=tuple(cors_origin or ()),
     )
     logging.getLogger("crossrank.serve").setLevel(logging.WARNING if quiet else logging.INFO)
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine must be local or ray (got {engine!r})")
+    if engine == "ray":
+        from crossrank.scale.serving import deployment_options, serve_on_ray
+
+        options = deployment_options(
+            replicas=replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            target_ongoing_requests=target_ongoing_requests,
+            max_ongoing_requests=max_ongoing_requests,
+            threads_per_replica=threads_per_replica,
+            graceful_shutdown_timeout_s=timeout + 5,
+        )
+        serve_on_ray(
+            model,
+            index=index,
+            config=config,
+            api_keys=keys,
+            backend=backend,
+            max_length=max_length,
+            options=options,
+            host=host,
+            port=port,
+            address=address,
+        )
+        return
     reranker = _load(model, backend, max_length, progress=False)
     web_app = create_app(reranker, index=index, config=config, api_keys=keys)
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):

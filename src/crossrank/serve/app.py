@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +87,7 @@ def create_app(
     index: Index | str | os.PathLike[str] | None = None,
     config: ServeConfig | None = None,
     api_keys: ApiKeys | None = None,
+    batcher: Callable[[ServedModel, ServeConfig, Metrics], Batcher] = Batcher,
 ) -> FastAPI:
     """Return the FastAPI app that serves ``model`` (and a search pipeline over ``index``).
 
@@ -98,6 +99,9 @@ def create_app(
         index: an index (or its folder) for ``POST /v1/search``; ``None`` serves no search.
         config: limits, batching, timeouts and CORS; see :class:`ServeConfig`.
         api_keys: keys accepted as ``Authorization: Bearer``; ``None`` turns authentication off.
+        batcher: what merges concurrent requests into model calls: the built-in :class:`Batcher`
+            (a worker thread), or another with its interface, such as the Ray Serve one of
+            :mod:`crossrank.scale.serving`.
 
     Raises:
         ModelNotFoundError: the model cannot be found.
@@ -115,7 +119,7 @@ def create_app(
     served = ServedModel(reranker, pipeline)
     served.warm_up()
     metrics = Metrics()
-    state = _State(served, config, metrics, Batcher(served, config, metrics))
+    state = _State(served, config, metrics, batcher(served, config, metrics))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

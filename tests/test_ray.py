@@ -1,0 +1,248 @@
+"""Scale-out on a real local Ray cluster: a head node and a second worker node, started with `ray start`.
+
+Batch reranking of the DL 2019 BM25 top-100 through Ray Data equals the single-process command's
+run; a worker killed by SIGKILL mid-job is replaced and the output still holds every pair once;
+the Ray Serve deployment answers like `crossrank serve` and loses no request when a replica stops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from crossrank.io import read_trec_run
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ray = pytest.importorskip("ray", reason="the Ray tests need crossrank[ray]")
+RAY = Path(sys.executable).with_name("ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start a head node and one more worker node (one CPU each) on 127.0.0.1; yield the address."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp = tmp_path_factory.mktemp("ray")
+    # token authentication (conftest sets RAY_AUTH_MODE and RAY_AUTH_TOKEN before Ray is imported)
+    # and the model cache path reach every node, worker and CLI subprocess through the environment
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--object-store-memory", str(300 * 1024**2), "--disable-usage-stats"]
+    head = [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+    head += ["--include-dashboard", "false", "--temp-dir", str(temp), *common]
+    subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
+    try:
+        worker = [str(RAY), "start", "--address", address, "--node-ip-address", "127.0.0.1", *common]
+        subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        deadline = time.monotonic() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+            assert time.monotonic() < deadline, "the worker node did not join"
+            time.sleep(0.2)
+        yield address
+    finally:
+        ray.shutdown()
+        subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def crossrank(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from crossrank.cli.app import main; sys.argv = ['crossrank', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+
+
+def read_run(path: Path) -> dict[str, list[tuple[str, float]]]:
+    return read_trec_run(path)
+
+
+# ---------------------------------------------------------------------- batch reranking
+
+
+def test_ray_run_equals_the_single_process_run_on_dl19(cluster: str, dl19: Path, tmp_path: Path) -> None:
+    inputs = [
+        "--corpus", str(dl19 / "corpus.jsonl"),
+        "--queries", str(dl19 / "queries.jsonl"),
+        "--run", str(dl19 / "runs" / "bm25.top100.trec"),
+        "--depth", "100",
+    ]  # fmt: skip
+    local = crossrank("rerank", *inputs, "--output", str(tmp_path / "local.trec"))
+    assert local.returncode == 0, local.stderr
+    on_ray = crossrank(
+        "rerank", *inputs, "--output", str(tmp_path / "ray.trec"), "--engine", "ray", "--address", cluster,
+        "--workers", "2", "--block-pairs", "512",
+    )  # fmt: skip
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert "reranked 4300 pairs for 43 queries (ray: 2 workers, 9 blocks, 0 retried" in on_ray.stderr
+    want, got = read_run(tmp_path / "local.trec"), read_run(tmp_path / "ray.trec")
+    assert list(got) == list(want) and len(want) == 43
+    for qid in want:
+        assert [d for d, _ in got[qid]] == [d for d, _ in want[qid]], qid
+        np.testing.assert_allclose([s for _, s in got[qid]], [s for _, s in want[qid]], rtol=0, atol=1e-5)
+
+
+def test_the_output_does_not_depend_on_the_number_of_workers(cluster: str, dl19: Path) -> None:
+    from crossrank.scale import rerank_on_ray, run_pairs
+
+    pairs, _ = run_pairs(dl19 / "runs" / "bm25.top100.trec", dl19 / "corpus.jsonl", dl19 / "queries.jsonl")
+    pairs = pairs.slice(0, 1400)
+    one = rerank_on_ray(pairs, workers=1, block_pairs=256, address=cluster)
+    two = rerank_on_ray(pairs, workers=2, block_pairs=256, address=cluster)
+    assert one.table.equals(two.table)  # bit for bit: the blocks are cut by block_pairs alone
+    assert [r.doc_ids() for r in one.rankings] == [r.doc_ids() for r in two.rankings]
+    assert one.summary.blocks == two.summary.blocks == 6 and two.summary.workers == 2
+    assert one.table.column("query_id").to_pylist() == pairs.column("query_id").to_pylist()  # input order
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_every_pair_comes_back_once(cluster: str, dl19: Path) -> None:
+    from crossrank.scale import rerank_on_ray, run_pairs
+
+    pairs, _ = run_pairs(dl19 / "runs" / "bm25.top100.trec", dl19 / "corpus.jsonl", dl19 / "queries.jsonl")
+    pairs = pairs.slice(0, 1600)
+    killed: list[int] = []
+
+    def kill_one_worker(ledger: Any) -> None:
+        def watch() -> None:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                stats = ray.get(ledger.stats.remote())
+                if stats["finished"] >= 2 and len(stats["pids"]) >= 2:  # both up, and mid-job
+                    os.kill(stats["pids"][0], signal.SIGKILL)
+                    killed.append(stats["pids"][0])
+                    return
+                time.sleep(0.05)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    result = rerank_on_ray(pairs, workers=2, block_pairs=64, address=cluster, on_start=kill_one_worker)
+    assert killed, "no worker was killed"
+    s = result.summary
+    assert s.pairs == 1600 and s.blocks == 25
+    assert s.worker_restarts >= 1 and s.retries >= 1, s  # the dead worker's block ran again
+    table = result.table
+    keys = list(zip(table.column("query_id").to_pylist(), table.column("doc_id").to_pylist(), strict=True))
+    assert len(set(keys)) == 1600 and keys == list(
+        zip(pairs.column("query_id").to_pylist(), pairs.column("doc_id").to_pylist(), strict=True)
+    )
+    # and the scores are the ones an undisturbed run gives
+    calm = rerank_on_ray(pairs.slice(0, 320), workers=2, block_pairs=64, address=cluster)
+    np.testing.assert_allclose(
+        table.column("score").to_numpy()[:320], calm.table.column("score").to_numpy(), rtol=0, atol=1e-6
+    )
+
+
+def test_pairs_files_and_parquet_output(cluster: str, dl19: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from crossrank.scale import run_pairs
+
+    pairs, _ = run_pairs(dl19 / "runs" / "bm25.top100.trec", dl19 / "corpus.jsonl", dl19 / "queries.jsonl")
+    pq.write_table(pairs.slice(0, 300), tmp_path / "pairs.parquet")
+    out = crossrank(
+        "rerank", "--pairs", str(tmp_path / "pairs.parquet"), "--output", str(tmp_path / "scored.parquet"),
+        "--engine", "ray", "--address", cluster, "--workers", "2", "--block-pairs", "100",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    scored = pq.read_table(tmp_path / "scored.parquet")
+    assert scored.column_names == ["query_id", "doc_id", "score", "rank", "truncated"] and scored.num_rows == 300
+    local = crossrank("rerank", "--pairs", str(tmp_path / "pairs.parquet"), "--output", str(tmp_path / "local.parquet"))
+    assert local.returncode == 0, local.stderr
+    here = pq.read_table(tmp_path / "local.parquet")
+    assert scored.column("rank").to_pylist() == here.column("rank").to_pylist()
+    np.testing.assert_allclose(scored.column("score").to_numpy(), here.column("score").to_numpy(), atol=1e-5)
+    # bad input fails before any worker starts, with the column named
+    pq.write_table(pairs.slice(0, 3).drop_columns(["text"]), tmp_path / "bad.parquet")
+    bad = crossrank("rerank", "--pairs", str(tmp_path / "bad.parquet"), "--output", str(tmp_path / "x.trec"))
+    assert bad.returncode != 0 and "lacks column(s) text" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------------- serving
+
+
+def test_ray_serve_answers_like_crossrank_serve_and_a_stopping_replica_loses_nothing(
+    cluster: str, default_model: Any
+) -> None:
+    import cohere
+    from ray import serve
+
+    from crossrank.scale.serving import build_application, deployment_options
+    from crossrank.serve import create_app
+    from test_serve import dl19_candidates, serving
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_application(options=deployment_options(replicas=2)), name="crossrank", route_prefix="/")
+        query, docs = dl19_candidates(1, 30)[0]
+        with serving(create_app(default_model)) as local, httpx.Client(timeout=60) as http:
+            want = cohere.ClientV2(base_url=local, api_key="unused", httpx_client=http).rerank(
+                model="default", query=query, documents=docs, top_n=10
+            )
+        with httpx.Client(timeout=60) as http:
+            got = cohere.ClientV2(base_url=base, api_key="unused", httpx_client=http).rerank(
+                model="default", query=query, documents=docs, top_n=10
+            )
+        assert [r.index for r in got.results] == [r.index for r in want.results]
+        np.testing.assert_allclose(
+            [r.relevance_score for r in got.results], [r.relevance_score for r in want.results], rtol=0, atol=1e-6
+        )
+        assert got.meta is not None and got.meta.billed_units is not None
+        # the error shapes are the app's own
+        bad = httpx.post(f"{base}/v2/rerank", json={"model": "default", "query": query, "documents": []})
+        assert bad.status_code in (400, 422) and "documents" in bad.json()["message"]
+
+        # under load, scale 2 -> 1: the stopping replica drains; every request gets its answer
+        expected = [r.index for r in got.results]
+        stop = threading.Event()
+
+        def client() -> list[tuple[int, list[int]]]:
+            out = []
+            with httpx.Client(timeout=120) as http:
+                while not stop.is_set():
+                    r = http.post(
+                        f"{base}/v2/rerank", json={"model": "default", "query": query, "documents": docs, "top_n": 10}
+                    )
+                    out.append((r.status_code, [x["index"] for x in r.json()["results"]] if r.is_success else []))
+            return out
+
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(client) for _ in range(4)]
+            time.sleep(3)
+            serve.run(build_application(options=deployment_options(replicas=1)), name="crossrank", route_prefix="/")
+            deadline = time.monotonic() + 120
+            while serve.status().applications["crossrank"].deployments["crossrank"].replica_states != {"RUNNING": 1}:
+                assert time.monotonic() < deadline, serve.status()
+                time.sleep(0.2)
+            time.sleep(2)
+            stop.set()
+            answers = [a for f in futures for a in f.result()]
+        assert len(answers) >= 8
+        assert [code for code, _ in answers] == [200] * len(answers)
+        assert all(order == expected for _, order in answers)
+    finally:
+        serve.shutdown()
+
+
+def test_cli_rejects_bad_ray_settings_in_one_line() -> None:
+    out = crossrank("rerank", "--pairs", "nope.parquet", "--output", "x.trec", "--engine", "spark")
+    assert out.returncode != 0 and "--engine must be local or ray" in out.stderr and "Traceback" not in out.stderr
+    out = crossrank("serve", "--engine", "ray", "--min-replicas", "3", "--max-replicas", "1")
+    assert out.returncode != 0 and "min_replicas <= max_replicas" in out.stderr and "Traceback" not in out.stderr
