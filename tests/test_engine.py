@@ -34,3 +34,14 @@ def test_hundred_pairs_split_evenly_over_two_streams() -> None:
     sizes = [b.size for b in plan_batches(lengths, token_budget=8192, max_batch_size=16, parallelism=2)]
     assert sizes == [13] * 7 + [9]  # 8 batches: a multiple of 2 workers, not 16 * 6 + 4
     assert [b.size for b in plan_batches(lengths, token_budget=8192, max_batch_size=64, parallelism=2)] == [50, 50]
+
+
+def test_openvino_pins_no_cores_when_it_uses_fewer_than_all_of_them() -> None:
+    # several processes with one thread each (Ray workers, replicas) must not all pin to core 0
+    from crossrank import CrossEncoder, ScoringConfig
+    from crossrank.rerank.backends import default_threads
+
+    one = CrossEncoder("default", backend="openvino", config=ScoringConfig(threads=1))
+    assert one.backend._compiled.get_property("ENABLE_CPU_PINNING") is (default_threads() <= 1)
+    scores = one.score([("what is a cat", "A cat is a small feline."), ("what is a cat", "Paris is in France.")])
+    assert scores[0] > 0.5 > scores[1]

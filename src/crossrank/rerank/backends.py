@@ -208,6 +208,10 @@ class OpenVinoBackend:
             "NUM_STREAMS": str(total),  # one single-threaded stream per core measured fastest
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         }
+        if total < default_threads():
+            # OpenVINO pins its threads to the first cores; several processes on one machine
+            # (Ray workers, server replicas) would all pin to the same ones and share them
+            props["ENABLE_CPU_PINNING"] = "NO"
         try:
             model = core.read_model(str(model_file))
             compiled = core.compile_model(model, "CPU", props)
