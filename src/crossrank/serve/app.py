@@ -14,13 +14,15 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from crossrank.errors import ConfigError, InputError
 from crossrank.rerank.config import Activation
@@ -60,6 +62,19 @@ from crossrank.serve.schemas import (
 __all__ = ["create_app"]
 
 log = logging.getLogger("crossrank.serve")
+
+#: the playground page's HTML, CSS and JS, shipped in the package
+STATIC_DIR = Path(__file__).with_name("static")
+# the page loads nothing from elsewhere and calls only this server
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 _RERANK_ERRORS: Sequence[ErrorKind] = (
     "invalid",
@@ -147,6 +162,7 @@ def create_app(
     )
     app.state.crossrank = state
     _add_routes(app, state)
+    _add_playground(app)
     _add_error_handlers(app)
     routes = frozenset(getattr(r, "path", "") for r in app.routes)
     app.add_middleware(GuardMiddleware, keys=api_keys, max_body_bytes=config.max_body_bytes)
@@ -306,6 +322,8 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         outcome = await _await(state, work)
         assert isinstance(outcome, SearchOutcome)
         result = outcome.result
+        if result.reranked:
+            served.record_speed(result.depth, result.timings_ms.get("rerank", 0.0) / 1000)
         num_truncated = sum(h.truncated for h in result.hits)
         request.scope[STATS_KEY] = {
             "k": body.k,
@@ -323,6 +341,10 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     @app.get("/v1/models", response_model=ModelsResponse, tags=["service"], summary="The served model")
     async def models() -> dict[str, Any]:
         card = {"id": served.name, "object": "model", "created": 0, "owned_by": "crossrank", **served.describe()}
+        search = served.describe_index()
+        if search is not None:
+            search.update(max_k=cfg.max_search_k, max_depth=cfg.max_search_depth)
+        card["search"] = search
         cohere = {"name": served.name, "endpoints": ["rerank"], "context_length": served.max_length}
         return {"object": "list", "data": [card], "models": [cohere]}
 
@@ -351,6 +373,16 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     )
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _add_playground(app: FastAPI) -> None:
+    """Serve the playground page at ``/`` and its assets under ``/static``, outside the OpenAPI description."""
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> Response:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
 # ---------------------------------------------------------------------- handlers' helpers
@@ -390,6 +422,7 @@ async def _score(
     result = await _await(state, PairsWork(queries, documents, acts, max_doc_tokens))
     assert isinstance(result, PairsResult)
     t = result.timing
+    served.record_speed(t.batch_pairs, t.inference_ms / 1000)
     request.scope[STATS_KEY] = {
         "pairs": len(queries),
         "tokens": int(result.num_tokens.sum()),

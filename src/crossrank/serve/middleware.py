@@ -30,8 +30,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: scope key where handlers leave sizes and timings for the request log line
 STATS_KEY = "crossrank.stats"
 
-# paths anyone may call: liveness and readiness probes
-_OPEN_PATHS = frozenset({"/health", "/ready"})
+# paths anyone may call: liveness and readiness probes, and the playground page with its assets
+# (the page holds no data; the API calls it makes carry the key the user types in)
+_OPEN_PATHS = frozenset({"/health", "/ready", "/"})
+# where the playground's CSS and JS are mounted
+_ASSETS = "/static"
 
 
 async def send_error(
@@ -73,7 +76,7 @@ class ObserveMiddleware:
             return
         start = time.perf_counter()
         path = scope.get("path", "")
-        route = path if path in self.routes else "other"
+        route = path if path in self.routes else _mount_of(path, self.routes)
         status = 500
         started = False
         sent = 0
@@ -134,7 +137,7 @@ class GuardMiddleware:
             return
         path = scope.get("path", "")
         headers = scope.get("headers", [])
-        if self.keys is not None and path not in _OPEN_PATHS:
+        if self.keys is not None and not _is_open(path):
             auth = next((v for k, v in headers if k == b"authorization"), None)
             if not self.keys.check(auth.decode("latin-1") if auth is not None else None):
                 await send_error(
@@ -162,6 +165,16 @@ class GuardMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def _mount_of(path: str, routes: frozenset[str]) -> str:
+    """Return the route a path without its own route is counted under: ``/static`` for assets, else ``other``."""
+    return _ASSETS if path.startswith(_ASSETS + "/") and _ASSETS in routes else "other"
+
+
+def _is_open(path: str) -> bool:
+    """Return whether ``path`` may be called without a key (no ``..`` segments: defence in depth)."""
+    return path in _OPEN_PATHS or (path.startswith(_ASSETS + "/") and "/.." not in path)
 
 
 def _too_large(limit: int) -> str:

@@ -8,7 +8,11 @@ the server that reaches into the cross-encoder's internals.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from crossrank.errors import ConfigError
@@ -20,6 +24,56 @@ from crossrank.retrieve.pipeline import Pipeline, SearchResult
 __all__ = ["ServedModel"]
 
 _PROBABILITIES = ("sigmoid", "softmax", "calibrated")
+
+# Pairs timed at load for the model's speed: 8 web-search style queries, each with 8 passages of
+# 60-80 words (about 100 tokens a pair, like MS MARCO passages), relevant and not.
+_SPEED_QUERIES = (
+    "what causes the northern lights",
+    "how long should you boil an egg",
+    "symptoms of iron deficiency in adults",
+    "when was the printing press invented",
+    "best way to store fresh basil",
+    "how do vaccines train the immune system",
+    "average rainfall in the amazon rainforest",
+    "difference between a virus and bacteria",
+)
+_SPEED_PASSAGES = (
+    "Auroras form when charged particles from the solar wind reach the upper atmosphere near the magnetic "
+    "poles. Earth's magnetic field funnels electrons and protons along field lines, where they collide with "
+    "oxygen and nitrogen atoms between roughly 100 and 300 kilometres up. The excited atoms release light as "
+    "they relax: oxygen gives the common green glow and rarer red fringes, while nitrogen adds blue and purple "
+    "edges during strong geomagnetic storms.",
+    "For a soft-boiled egg with a runny yolk, lower the egg into water that is already boiling and cook it for "
+    "about six minutes. Eight minutes gives a jammy centre, and ten to twelve minutes a fully firm yolk. Move "
+    "the eggs to a bowl of cold water straight away to stop the cooking; very fresh eggs are harder to peel, so "
+    "eggs a week or two old work best.",
+    "Iron deficiency develops slowly, so early symptoms are easy to miss. Adults often notice tiredness, "
+    "shortness of breath on exertion, pale skin, headaches and cold hands and feet. Some people develop brittle "
+    "nails, a sore tongue or cravings for ice. Blood tests measuring haemoglobin and ferritin confirm the "
+    "diagnosis, and treatment usually combines iron supplements with finding the cause, such as blood loss.",
+    "Johannes Gutenberg developed a movable-type printing press in Mainz around 1440, combining metal type cast "
+    "in a hand mould, an oil-based ink and a screw press adapted from wine making. His Bible, completed around "
+    "1455, showed that books could be produced in hundreds of identical copies. Earlier movable type existed in "
+    "China and Korea, but Gutenberg's system spread quickly across Europe.",
+    "Fresh basil keeps best at room temperature. Trim the stems and stand the bunch in a glass of water like "
+    "cut flowers, loosely covered with a plastic bag, away from direct sun. The refrigerator turns the leaves "
+    "black within a day or two because basil is sensitive to cold. For longer storage, blend the leaves with "
+    "olive oil and freeze the paste in an ice cube tray.",
+    "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen, such as a protein "
+    "from its surface. Antigen-presenting cells show this material to T cells, which help B cells produce "
+    "antibodies that recognise it. Some of these cells become long-lived memory cells, so if the real pathogen "
+    "arrives later the body responds faster and more strongly, often before illness sets in.",
+    "The Amazon rainforest receives on average between 1,500 and 3,000 millimetres of rain per year, with some "
+    "western areas near the Andes exceeding 4,000 millimetres. Much of this rain is recycled: trees release "
+    "water vapour through their leaves, which forms new clouds further inland. Most regions have a wetter "
+    "season and a drier season, and droughts have become more frequent in recent decades.",
+    "Bacteria are single-celled living organisms with their own metabolism; most are harmless and many are "
+    "useful, and bacterial infections can often be treated with antibiotics. Viruses are much smaller particles "
+    "of genetic material in a protein coat that can only reproduce inside the cells of a host. Antibiotics have "
+    "no effect on viruses, which are prevented with vaccines and treated, in some cases, with antiviral drugs.",
+)
+#: requests whose model calls make the speed measured on served traffic
+_SERVED_WINDOW = 64
 
 
 class ServedModel:
@@ -35,15 +89,47 @@ class ServedModel:
             raise ConfigError("the pipeline must rerank with the served cross-encoder (Pipeline(index, reranker=ce))")
         self.reranker = reranker
         self.pipeline = pipeline
+        self.files = model_files(reranker)
+        self.size_bytes = sum(f.stat().st_size for f in self.files)
+        self.pairs_per_s: float | None = None  # measured by warm_up
+        self._served: deque[tuple[int, float]] = deque(maxlen=_SERVED_WINDOW)
+        self._served_lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Score one pair, so the engine's one-time setup is done before requests arrive.
+        """Score one pair, so the engine's one-time setup is done; then time one batch of 64 pairs.
 
         The first inference must not start on several engine threads at once: OpenVINO's Python
         binding initialises its numpy bridge lazily, and two threads doing that together were seen
         to deadlock. One pair runs as one batch on one thread.
+
+        The 64 pairs (8 queries x 8 passages of about 100 tokens a pair) go straight to the engine,
+        past the score cache, so the speed is the model's own and no cache is filled with them.
         """
         self.reranker.score([("warm up", "warm up")])
+        queries = [q for q in _SPEED_QUERIES for _ in _SPEED_PASSAGES]
+        documents = list(_SPEED_PASSAGES) * len(_SPEED_QUERIES)
+        started = time.perf_counter()
+        self.reranker._compute_logits(queries, documents)
+        seconds = time.perf_counter() - started
+        self.pairs_per_s = len(queries) / seconds if seconds > 0 else None
+
+    def record_speed(self, pairs: int, seconds: float) -> None:
+        """Remember the model call of one served request: ``pairs`` scored in ``seconds``.
+
+        A call merged from several requests is remembered once per request, with the same pairs and
+        seconds, so the rate is unchanged.
+        """
+        if pairs > 0 and seconds > 0:
+            with self._served_lock:
+                self._served.append((pairs, seconds))
+
+    @property
+    def served_pairs_per_s(self) -> float | None:
+        """Return the pairs per second of the model calls of the last 64 requests; ``None`` before any."""
+        with self._served_lock:
+            pairs = sum(p for p, _ in self._served)
+            seconds = sum(s for _, s in self._served)
+        return pairs / seconds if seconds > 0 else None
 
     @property
     def name(self) -> str:
@@ -66,13 +152,28 @@ class ServedModel:
         return self.reranker.labels
 
     def describe(self) -> dict[str, Any]:
-        """Return JSON-ready facts about the model."""
+        """Return JSON-ready facts about the model (and the index it searches, if any)."""
         return {
             "max_length": self.max_length,
             "activation": self.activation,
+            "scores": "probability" if self.is_probability(self.activation) else "logit",
             "labels": list(self.labels),
             "backend": self.reranker.backend_name,
             "index": str(self.pipeline.index.folder) if self.pipeline is not None else None,
+            "size_mb": round(self.size_bytes / 1e6, 1),
+            "pairs_per_s": _round(self.pairs_per_s),
+            "pairs_per_s_served": _round(self.served_pairs_per_s),
+        }
+
+    def describe_index(self) -> dict[str, Any] | None:
+        """Return JSON-ready facts about the served index: documents and first stages; ``None`` without one."""
+        if self.pipeline is None:
+            return None
+        index = self.pipeline.index
+        return {
+            "documents": len(index),
+            "retrievers": list(index.retrievers),
+            "default_retriever": index.default_retriever,
         }
 
     @staticmethod
@@ -124,3 +225,30 @@ class ServedModel:
         """Return one search result per query from the pipeline, all queries in shared batches."""
         assert self.pipeline is not None  # the route checks
         return self.pipeline.search_many(queries, k=k, depth=depth, retriever=retriever, rerank=rerank)
+
+
+def model_files(reranker: CrossEncoder) -> list[Path]:
+    """Return the files the engine loaded for ``reranker``: its graph and weights, tokenizer and config.
+
+    OpenVINO graphs count their ``.xml`` and ``.bin``; ONNX graphs their external data files
+    (``model.onnx.data``, ``model.onnx_data``); torch models their safetensors or ``.bin`` weights.
+    """
+    files: list[Path] = []
+    graph = getattr(reranker.backend, "model_file", None)
+    if isinstance(graph, Path):
+        files.append(graph)
+        if graph.suffix == ".xml":
+            files.append(graph.with_suffix(".bin"))
+        else:
+            files.extend(sorted(p for p in graph.parent.glob(f"{graph.name}?*") if p.name.endswith("data")))
+    else:
+        folder = reranker.files.folder
+        files.extend(sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")]))
+    files.append(reranker.files.tokenizer_file)
+    files.append(reranker.files.folder / "config.json")
+    unique = dict.fromkeys(f.resolve() for f in files)
+    return [f for f in unique if f.is_file()]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -247,6 +247,16 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class SearchInfo(BaseModel):
+    """The index ``/v1/search`` runs over, and its limits."""
+
+    documents: int = Field(description="Documents in the index.")
+    retrievers: list[str] = Field(description="First stages the index can run: bm25, dense, hybrid.")
+    default_retriever: str = Field(description="The first stage used when a search names none.")
+    max_k: int = Field(description="Most results one search may ask for.")
+    max_depth: int = Field(description="Most first-stage candidates one search may rerank.")
+
+
 class ModelCard(BaseModel):
     """The served model (OpenAI/Jina style list entry)."""
 
@@ -256,9 +266,22 @@ class ModelCard(BaseModel):
     owned_by: str = "crossrank"
     max_length: int
     activation: str
+    scores: Literal["probability", "logit"] = Field(
+        "probability", description="Whether scores under `activation` are probabilities or raw logits."
+    )
     labels: list[str]
     backend: str
     index: str | None
+    size_mb: float | None = Field(
+        None, description="Megabytes (10^6 bytes) on disk of the files loaded: graph, weights, tokenizer, config."
+    )
+    pairs_per_s: float | None = Field(
+        None, description="Pairs per second measured at load: one batch of 64 pairs of about 100 tokens."
+    )
+    pairs_per_s_served: float | None = Field(
+        None, description="Pairs per second of the model calls of the last 64 requests served; null before any."
+    )
+    search: SearchInfo | None = Field(None, description="The served index; null when no index is served.")
 
 
 class CohereModel(BaseModel):
