@@ -246,3 +246,45 @@ def test_cli_rejects_bad_ray_settings_in_one_line() -> None:
     assert out.returncode != 0 and "--engine must be local or ray" in out.stderr and "Traceback" not in out.stderr
     out = crossrank("serve", "--engine", "ray", "--min-replicas", "3", "--max-replicas", "1")
     assert out.returncode != 0 and "min_replicas <= max_replicas" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_serve_engine_ray_serves_and_drains_on_sigterm(cluster: str, default_model: Any, tmp_path: Path) -> None:
+    from ray import serve
+
+    from test_serve import dl19_candidates
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    code = "import sys; from crossrank.cli.app import main; sys.argv = ['crossrank', *sys.argv[1:]]; main()"
+    log_file = tmp_path / "serve.log"
+    with log_file.open("w") as log_out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "serve", "--engine", "ray", "--address", cluster, "--port", str(port),
+             "--replicas", "1", "--max-ongoing-requests", "8"],
+            stdout=log_out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                assert proc.poll() is None, log_file.read_text()
+                try:
+                    if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "crossrank serve --engine ray did not become ready"
+                time.sleep(0.2)
+            query, docs = dl19_candidates(1, 20)[0]
+            answer = httpx.post(f"{base}/v1/rerank", json={"query": query, "documents": docs}, timeout=60)
+            assert answer.status_code == 200
+            want = default_model.rerank(query, docs).hits
+            assert [r["index"] for r in answer.json()["results"]] == [h.index for h in want]
+            assert httpx.get(f"{base}/").status_code == 200  # the same app: the playground page too
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(120) == 0, log_file.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "through Ray Serve (1 replica)" in log_file.read_text()
+    assert "crossrank" not in serve.status().applications  # deleted; the shared cluster's Serve stays up

@@ -281,6 +281,7 @@ def serve_on_ray(
     from crossrank.scale.batch import connect
 
     resolve(str(model))  # an unknown model fails here, before any replica starts
+    joined = address is not None or "RAY_ADDRESS" in os.environ
     connect(ray, address, 0)
     serve.start(http_options={"host": host, "port": port})
     app = build_application(
@@ -297,7 +298,8 @@ def serve_on_ray(
         log.warning("draining the replicas")
         serve.delete("crossrank")  # each replica finishes its ongoing requests first
     finally:
-        serve.shutdown()
+        if not joined:  # a cluster started here goes with us; a shared one keeps Serve for its other apps
+            serve.shutdown()
         ray.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -308,4 +310,5 @@ def _scale_text(options: dict[str, Any] | None) -> str:
     auto = opts.get("autoscaling_config")
     if auto:
         return f"autoscaling {auto['min_replicas']}..{auto['max_replicas']} replicas"
-    return f"{opts.get('num_replicas', 1)} replicas"
+    n = opts.get("num_replicas", 1)
+    return f"{n} replica{'' if n == 1 else 's'}"
