@@ -154,7 +154,7 @@ def _cli(*args: str, env_block_torch: bool = False) -> subprocess.CompletedProce
         (["rerank", "q"], "no documents to rerank"),
         (
             ["rerank", "--corpus", "c.jsonl"],
-            "batch mode needs all of --corpus, --queries, --run and --output",
+            "batch mode needs --output and either all of --corpus, --queries, --run, or --pairs",
         ),
         (["score", "missing.jsonl"], "cannot open missing.jsonl"),
     ],
