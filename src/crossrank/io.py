@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -123,6 +123,36 @@ def read_trec_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
     for _, qid, doc, rank, score in iter_trec_run(path):
         rows[qid].append((score, rank, doc))
     return {qid: [(d, s) for s, _, d in sorted(r, key=lambda t: (-t[0], t[1]))] for qid, r in rows.items()}
+
+
+def check_run_ids(
+    run: dict[str, list[tuple[str, float]]],
+    queries: Mapping[str, Any],
+    corpus: Mapping[str, Any],
+    *,
+    depth: int,
+    skip_missing: bool,
+    where: tuple[object, object, object],
+) -> tuple[list[str], list[str]]:
+    """Return the query ids and (top-``depth``) doc ids a run names that ``queries`` and ``corpus`` lack.
+
+    Args:
+        where: the run, queries and corpus paths, for the message.
+
+    Raises:
+        InputError: some are missing and ``skip_missing`` is off.
+    """
+    run_path, queries_path, corpus_path = where
+    missing_q = [q for q in run if q not in queries]
+    missing_d = sorted({d for q in run for d, _ in run[q][:depth] if d not in corpus})
+    if (missing_q or missing_d) and not skip_missing:
+        what = []
+        if missing_q:
+            what.append(f"{len(missing_q)} query ids not in {queries_path} (first: {missing_q[0]!r})")
+        if missing_d:
+            what.append(f"{len(missing_d)} doc ids not in {corpus_path} (first: {missing_d[0]!r})")
+        raise InputError(f"{run_path} names {' and '.join(what)}; fix the files or pass --skip-missing")
+    return missing_q, missing_d
 
 
 def iter_trec_run(path: str | Path) -> Iterator[tuple[int, str, str, int, float]]:

@@ -220,20 +220,14 @@ def _rerank_run(
     max_length: int | None,
     skip_missing: bool,
 ) -> None:
-    from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run, write_trec_run
+    from crossrank.io import check_run_ids, read_beir_corpus, read_beir_queries, read_trec_run, write_trec_run
 
     corpus = read_beir_corpus(corpus_path)
     queries = read_beir_queries(queries_path)
     run = read_trec_run(run_path)
-    missing_q = [q for q in run if q not in queries]
-    missing_d = sorted({d for q in run for d, _ in run[q][:depth] if d not in corpus})
-    if (missing_q or missing_d) and not skip_missing:
-        what = []
-        if missing_q:
-            what.append(f"{len(missing_q)} query ids not in {queries_path} (first: {missing_q[0]!r})")
-        if missing_d:
-            what.append(f"{len(missing_d)} doc ids not in {corpus_path} (first: {missing_d[0]!r})")
-        raise InputError(f"{run_path} names {' and '.join(what)}; fix the files or pass --skip-missing")
+    missing_q, missing_d = check_run_ids(
+        run, queries, corpus, depth=depth, skip_missing=skip_missing, where=(run_path, queries_path, corpus_path)
+    )
     qids = [q for q in run if q in queries]
     cands = [[corpus[d] for d, _ in run[q][:depth] if d in corpus] for q in qids]
     keep = [i for i, c in enumerate(cands) if c]

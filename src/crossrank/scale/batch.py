@@ -127,7 +127,7 @@ def run_pairs(
             documents the files lack (unless ``skip_missing``).
     """
     pa_ = require("pyarrow", feature="batch reranking on Ray")
-    from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run
+    from crossrank.io import check_run_ids, read_beir_corpus, read_beir_queries, read_trec_run
     from crossrank.rerank.cross_encoder import document_text
 
     if depth < 1:
@@ -135,15 +135,9 @@ def run_pairs(
     docs = read_beir_corpus(Path(corpus))
     texts = read_beir_queries(Path(queries))
     ranked = read_trec_run(Path(run))
-    missing_q = [q for q in ranked if q not in texts]
-    missing_d = sorted({d for q in ranked for d, _ in ranked[q][:depth] if d not in docs})
-    if (missing_q or missing_d) and not skip_missing:
-        what = []
-        if missing_q:
-            what.append(f"{len(missing_q)} query ids not in {queries} (first: {missing_q[0]!r})")
-        if missing_d:
-            what.append(f"{len(missing_d)} doc ids not in {corpus} (first: {missing_d[0]!r})")
-        raise InputError(f"{run} names {' and '.join(what)}; fix the files or pass --skip-missing")
+    missing_q, missing_d = check_run_ids(
+        ranked, texts, docs, depth=depth, skip_missing=skip_missing, where=(run, queries, corpus)
+    )
     cols: dict[str, list[str]] = {c: [] for c in COLUMNS}
     for qid, hits in ranked.items():
         if qid not in texts:

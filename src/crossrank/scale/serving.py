@@ -21,7 +21,6 @@ from crossrank._deps import require
 from crossrank.errors import ConfigError, CrossrankError
 from crossrank.serve.batcher import Batcher, PairsWork, SearchWork, _Job
 from crossrank.serve.config import ApiKeys, ServeConfig
-from crossrank.serve.errors import QueueFullError, ShuttingDownError
 from crossrank.serve.metrics import Metrics
 from crossrank.serve.model import ServedModel
 
@@ -74,18 +73,7 @@ class RayServeBatcher(Batcher):
             QueueFullError: ``queue_size`` requests are already waiting or running.
             ShuttingDownError: the replica is draining.
         """
-        if not self.running:
-            self.metrics.rejected.labels("shutting_down").inc()
-            raise ShuttingDownError("the replica is shutting down or not ready; retry")
-        if self._pending >= self.config.queue_size:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise QueueFullError(
-                f"the queue is full ({self._pending} requests waiting or running); retry later",
-                retry_after=self._retry_after(),
-            )
-        self._pending += 1
-        self._pending_pairs += work.size
-        self.metrics.queue_depth.set(self._pending)
+        self._admit(work)  # on the event loop, the only thread that counts
         task = asyncio.get_running_loop().create_task(self._one(work))
         self._tasks.add(task)
 

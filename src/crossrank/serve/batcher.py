@@ -182,21 +182,30 @@ class Batcher:
         """
         future: Future[Any] = Future()
         with self._cond:
-            if self._closing or self._thread is None or not self._thread.is_alive():
-                self.metrics.rejected.labels("shutting_down").inc()
-                raise ShuttingDownError("the server is shutting down or not ready; retry on another instance")
-            if self._pending >= self.config.queue_size:
-                self.metrics.rejected.labels("queue_full").inc()
-                raise QueueFullError(
-                    f"the queue is full ({self._pending} requests waiting or running); retry later",
-                    retry_after=self._retry_after(),
-                )
-            self._pending += 1
-            self._pending_pairs += work.size
+            self._admit(work)
             self._queue.append(_Job(work, future))
-            self.metrics.queue_depth.set(self._pending)
             self._cond.notify()
         return future
+
+    def _admit(self, work: PairsWork | SearchWork) -> None:
+        """Count ``work`` as accepted, or refuse it (the admission rules every batcher shares).
+
+        Raises:
+            QueueFullError: ``queue_size`` requests are already waiting or running.
+            ShuttingDownError: the batcher is draining, or not running.
+        """
+        if not self.running:
+            self.metrics.rejected.labels("shutting_down").inc()
+            raise ShuttingDownError("the server is shutting down or not ready; retry on another instance")
+        if self._pending >= self.config.queue_size:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise QueueFullError(
+                f"the queue is full ({self._pending} requests waiting or running); retry later",
+                retry_after=self._retry_after(),
+            )
+        self._pending += 1
+        self._pending_pairs += work.size
+        self.metrics.queue_depth.set(self._pending)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking work, finish every queued job, and stop the worker (the graceful drain)."""
