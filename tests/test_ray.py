@@ -123,11 +123,13 @@ def test_a_worker_killed_mid_job_is_replaced_and_every_pair_comes_back_once(clus
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 stats = ray.get(ledger.stats.remote())
-                if stats["finished"] >= 2 and len(stats["pids"]) >= 2:  # both up, and mid-job
-                    os.kill(stats["pids"][0], signal.SIGKILL)
-                    killed.append(stats["pids"][0])
+                # both workers up, the job under way, and the victim just into a block
+                victim = stats["pids"][0] if len(stats["pids"]) >= 2 else None
+                if stats["finished"] >= 2 and stats["busy_for"].get(victim, 1.0) < 0.15:
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
                     return
-                time.sleep(0.05)
+                time.sleep(0.01)
 
         threading.Thread(target=watch, daemon=True).start()
 

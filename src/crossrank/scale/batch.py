@@ -238,7 +238,7 @@ class _Ledger:
         self.starts: list[int] = []
         self.attempts: dict[int, int] = {}
         self.done: dict[int, int] = {}
-
+        self.busy: dict[int, float] = {}  # pid -> when its current block began
         self.max_length = 0
 
     def started(self, pid: int, max_length: int) -> None:
@@ -247,16 +247,20 @@ class _Ledger:
 
     def begin(self, block: int, pid: int) -> None:
         self.attempts[block] = self.attempts.get(block, 0) + 1
+        self.busy[pid] = time.monotonic()
 
     def finish(self, block: int, pid: int) -> None:
         self.done[block] = pid
+        self.busy.pop(pid, None)
 
     def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
         return {
             "starts": len(self.starts),
             "pids": list(self.starts),
             "retries": sum(n - 1 for n in self.attempts.values()),
             "finished": len(self.done),
+            "busy_for": {pid: now - t for pid, t in self.busy.items()},
             "max_length": self.max_length,
         }
 
