@@ -257,6 +257,35 @@ def test_search_shows_both_stages_as_the_api_answers(browser: Browser, base: str
     tab.context.close()
 
 
+def test_every_retriever_of_a_hybrid_index_can_be_chosen(
+    browser: Browser, default_model: CrossEncoder, hybrid_index: Any
+) -> None:
+    with serving(create_app(default_model, index=hybrid_index)) as url:
+        tab = open_tab(browser, url, LAPTOP)
+        page = tab.page
+        wait_text(page, "#model-name", "^default$")
+        options = page.eval_on_selector_all("#search-retriever option", "os => os.map(o => o.value)")
+        assert sorted(options) == ["bm25", "dense", "hybrid"]
+        page.fill("#search-query", QUERY)
+        page.fill("#search-depth", "20")
+        page.fill("#search-k", "5")
+        for name in ("dense", "hybrid", "bm25"):
+            page.select_option("#search-retriever", name)
+            page.press("#search-query", "Enter")
+            wait_text(page, "#first-retriever", f"^{name}$")
+            wait_idle(page, "#search-status")
+            want = httpx.post(
+                f"{url}/v1/search", json={"query": QUERY, "k": 5, "depth": 20, "retriever": name}, timeout=60
+            ).json()["hits"]
+            want_first = httpx.post(
+                f"{url}/v1/search", json={"query": QUERY, "k": 5, "retriever": name, "rerank": False}, timeout=60
+            ).json()["hits"]
+            assert [h["id"] for h in hits(page, "#reranked-list")] == [h["doc_id"] for h in want], name
+            assert [h["id"] for h in hits(page, "#first-list")] == [h["doc_id"] for h in want_first], name
+        assert tab.outside == []
+        tab.context.close()
+
+
 # ---------------------------------------------------------------------- rerank mode
 
 
