@@ -32,6 +32,7 @@ pytest.importorskip("playwright")
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from browser import CHROMIUM_ARGS, chromium_path
 from crossrank import CrossEncoder
 from crossrank.serve import ApiKeys, ServeConfig, create_app
 from crossrank.serve.app import STATIC_DIR
@@ -43,25 +44,9 @@ RERANK_QUERY = "how to plan the building of a new university library"
 KEY = "playground-test-key-5d1f9a"
 LAPTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 375, "height": 812}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def chromium_path() -> str:
-    path = os.environ.get("CROSSRANK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail("Chromium not found: run scripts/install-chromium (Debian's chromium) or set CROSSRANK_CHROMIUM")
-    return path
 
 
 @dataclass

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM_ARGS, chromium_path
 from crossrank.errors import InputError
 from crossrank.evaluate.diagnostics import DiagnosticsConfig, diagnose
 from crossrank.evaluate.metrics import evaluate
@@ -165,13 +164,6 @@ def test_report_files_json_markdown_and_self_contained_html(diag, written) -> No
     assert html.count("data:image/png;base64,") == 5
 
 
-def _chromium() -> str:
-    path = os.environ.get("CROSSRANK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail("Chromium not found: run scripts/install-chromium (Debian's chromium) or set CROSSRANK_CHROMIUM")
-    return path
-
-
 def test_html_report_renders_in_headless_chromium(written, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
@@ -179,16 +171,8 @@ def test_html_report_renders_in_headless_chromium(written, tmp_path: Path) -> No
     outside: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=_chromium(),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
+            executable_path=chromium_path(),
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
