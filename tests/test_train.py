@@ -21,7 +21,7 @@ from crossrank import CrossEncoder
 from crossrank.errors import InputError, ModelError
 from crossrank.train import DevSet, MiningSettings, TrainConfig, mine_groups, read_pairs, read_triples, train
 from crossrank.train.data import first_stage_candidates, load_beir
-from crossrank.train.distill import distill_groups, layer_student, parse_layers
+from crossrank.train.distill import distill_groups, layer_student, parse_layers, parse_prune, pruned_student
 from crossrank.train.losses import LOSSES, needs_teacher
 
 WIKIQA = SHARED / "wikiqa"
@@ -239,6 +239,49 @@ def test_layer_students_keep_teacher_layers(fp32_folder: Path, tmp_path: Path) -
         w["bert.encoder.layer.3.attention.self.query.weight"], src["bert.encoder.layer.6.attention.self.query.weight"]
     )
     assert torch.equal(w["classifier.weight"], src["classifier.weight"])
+
+
+def test_pruned_students_keep_the_teachers_most_important_heads_and_neurons(
+    fp32_folder: Path, wikiqa, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    from scipy.stats import spearmanr
+
+    assert parse_prune("prune:heads=6,ffn=640", heads=12, ffn=1536) == (6, 640)
+    assert parse_prune("prune:ffn=768", heads=12, ffn=1536) == (12, 768)
+    for bad in ("prune:heads=13", "prune:ffn=0", "prune:width=3", "prune:heads=x"):
+        with pytest.raises(Exception, match=r"prune:heads|cannot keep"):
+            parse_prune(bad, heads=12, ffn=1536)
+    groups = _groups(wikiqa, 12)
+    # keeping everything is the teacher itself
+    same = pruned_student(fp32_folder, "prune:heads=12,ffn=1536", groups, tmp_path / "same", max_groups=2)
+    pairs = [("what is a cat", "A cat is a small feline."), ("what is a cat", "Paris is in France.")]
+    teacher = CrossEncoder(fp32_folder, backend="torch")
+    np.testing.assert_allclose(
+        CrossEncoder(same, backend="torch").score(pairs, activation="none"),
+        teacher.score(pairs, activation="none"),
+        atol=1e-5,
+    )
+    small = pruned_student(fp32_folder, "prune:heads=6,ffn=640", groups, tmp_path / "small", max_groups=12)
+    config = json.loads((small / "config.json").read_text())
+    assert config["intermediate_size"] == 640 and config["num_hidden_layers"] == 12
+    assert all(len(v) == 6 for v in config["pruned_heads"].values()) and len(config["pruned_heads"]) == 12
+    record = json.loads((small / "prune.json").read_text())
+    imp = np.array(record["head_importance"])
+    for layer, removed in config["pruned_heads"].items():
+        kept = sorted(set(range(12)) - set(removed))
+        assert imp[int(layer), kept].min() >= imp[int(layer), removed].max()
+    w, src = _weights(small), _weights(fp32_folder)
+    rows = src["bert.encoder.layer.5.intermediate.dense.weight"]
+    kept_rows = w["bert.encoder.layer.5.intermediate.dense.weight"]
+    assert kept_rows.shape == (640, 384)
+    match = [int(torch.nonzero((rows == r).all(1))[0]) for r in kept_rows]
+    assert match == sorted(match)  # teacher rows, in the teacher's order
+    assert torch.equal(w["classifier.weight"], src["classifier.weight"])
+    # the pruned student still ranks like the teacher on questions it was not measured on
+    qs = wikiqa["answered"][40:60]
+    held = [(wikiqa["queries"][q], wikiqa["corpus"][d]["text"]) for q in qs for d in wikiqa["candidates"][q]]
+    rho = spearmanr(CrossEncoder(small, backend="torch").score(held), teacher.score(held)).statistic
+    assert rho > 0.8, rho
 
 
 def test_distill_groups_put_the_teachers_best_first_and_cache_scores(wikiqa, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -9,9 +9,10 @@ The recipe, in one call (:func:`distill`) or one command (``crossrank distill --
    (SQLite, keyed by the teacher and the texts), so a second run or a resume scores nothing again;
 3. each query gives groups of ``group_size`` candidates: the teacher's best first, then a seeded
    sample of the rest, half from the teacher's next best (hard) and half from the remainder;
-4. the student starts from a subset of the teacher's own layers (``"layers:0,2,4,6,8,10"``) or
-   from another checkpoint (a smaller encoder gets a new head), and learns with the KL or
-   Margin-MSE loss (:mod:`crossrank.train.losses`);
+4. the student starts from a subset of the teacher's own layers (``"layers:0,2,4,6,8,10"``), from
+   the teacher with its least important attention heads and feed-forward neurons removed in every
+   layer (``"prune:heads=6,ffn=768"``), or from another checkpoint (a smaller encoder gets a new
+   head), and learns with the KL or Margin-MSE loss (:mod:`crossrank.train.losses`);
 5. the trained folder is exported like any model (``crossrank models export``).
 
 Labels are never read: distillation needs queries and candidates only, so it can use any
@@ -35,7 +36,16 @@ from crossrank._deps import require
 from crossrank.errors import ConfigError, InputError
 from crossrank.train.data import Group, doc_text
 
-__all__ = ["DistillReport", "Source", "distill_groups", "layer_student", "parse_layers", "source_candidates"]
+__all__ = [
+    "DistillReport",
+    "Source",
+    "distill_groups",
+    "layer_student",
+    "parse_layers",
+    "parse_prune",
+    "pruned_student",
+    "source_candidates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +124,9 @@ def layer_student(teacher: str | os.PathLike[str], layers: str, output: str | os
     """
     torch = require("torch", feature="distillation")
     transformers = require("transformers", feature="distillation")
-    from crossrank.models.registry import lookup
-    from crossrank.models.source import resolve
 
-    files = resolve(teacher)
-    folder = files.folder
     out = Path(output)
-    if not files.has_weights:
-        builtin = lookup(files.builtin) if files.builtin else None
-        if builtin is None:
-            raise ConfigError(f"{teacher!r} has no trainable weights to copy layers from")
-        from crossrank.models.convert import convert_builtin
-
-        folder = out.with_name(out.name + "-teacher-fp32")
-        if not (folder / "model.safetensors").is_file():
-            convert_builtin(builtin.name, folder, overwrite=True)
+    folder = _teacher_folder(teacher, out)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
     base = getattr(model, model.base_model_prefix, None)
     stack = getattr(getattr(base, "encoder", None), "layer", None)
@@ -137,6 +135,54 @@ def layer_student(teacher: str | os.PathLike[str], layers: str, output: str | os
     keep = parse_layers(layers, len(stack))
     base.encoder.layer = torch.nn.ModuleList([stack[i] for i in keep])
     model.config.num_hidden_layers = len(keep)
+    _save_student(model, folder, out)
+    log.info("student with layers %s of %s written to %s", keep, teacher, out)
+    return out
+
+
+def parse_prune(spec: str, *, heads: int, ffn: int) -> tuple[int, int]:
+    """Return ``(heads, ffn)`` kept per layer for ``"prune:heads=6,ffn=768"`` (either may be left out).
+
+    ``heads`` and ``ffn`` are the teacher's own counts, the defaults and the upper bounds.
+
+    Raises:
+        ConfigError: the spec is malformed or asks for more than the teacher has.
+    """
+    body = spec.split(":", 1)[1] if spec.startswith("prune:") else spec
+    keep = {"heads": heads, "ffn": ffn}
+    for item in filter(None, body.replace(" ", "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in keep or not value.isdigit():
+            raise ConfigError(f"student pruning must look like 'prune:heads=6,ffn=768' (got {spec!r})")
+        keep[key] = int(value)
+    if not 1 <= keep["heads"] <= heads or not 1 <= keep["ffn"] <= ffn:
+        raise ConfigError(
+            f"the teacher has {heads} heads and {ffn} feed-forward neurons per layer; "
+            f"cannot keep {keep['heads']} and {keep['ffn']} ({spec!r})"
+        )
+    return keep["heads"], keep["ffn"]
+
+
+def _teacher_folder(teacher: str | os.PathLike[str], out: Path) -> Path:
+    """Return a Hugging Face folder with the teacher's weights (a built-in is converted to fp32 once)."""
+    from crossrank.models.registry import lookup
+    from crossrank.models.source import resolve
+
+    files = resolve(teacher)
+    if files.has_weights:
+        return Path(files.folder)
+    builtin = lookup(files.builtin) if files.builtin else None
+    if builtin is None:
+        raise ConfigError(f"{teacher!r} has no trainable weights to build a student from")
+    from crossrank.models.convert import convert_builtin
+
+    folder = out.with_name(out.name + "-teacher-fp32")
+    if not (folder / "model.safetensors").is_file():
+        convert_builtin(builtin.name, folder, overwrite=True)
+    return folder
+
+
+def _save_student(model: Any, folder: Path, out: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
@@ -146,7 +192,119 @@ def layer_student(teacher: str | os.PathLike[str], layers: str, output: str | os
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    log.info("student with layers %s of %s written to %s", keep, teacher, out)
+    return out
+
+
+def pruned_student(
+    teacher: str | os.PathLike[str],
+    spec: str,
+    groups: Sequence[Group],
+    output: str | os.PathLike[str],
+    *,
+    max_groups: int = 128,
+    max_length: int = 256,
+    seed: int = 13,
+) -> Path:
+    """Write a student that keeps, in every layer, the teacher's most important heads and FFN neurons.
+
+    Importance is first-order (Taylor): on up to ``max_groups`` of the distillation groups (seeded
+    sample), how much the spread of the teacher's scores within a group, ``sum((s - mean(s))**2)``,
+    changes when a head's output or a feed-forward neuron's activation is scaled, summed as absolute
+    values over pairs and tokens. All layers are kept, so the student keeps the teacher's depth
+    and residual stream; a layer with 6 of 12 heads and half its FFN neurons costs about half.
+    The pairs are encoded by the same :class:`~crossrank.rerank.encoding.PairEncoder` as
+    training and inference. The importances are saved in ``prune.json`` beside the weights.
+
+    Raises:
+        ConfigError: the spec is wrong, or the teacher is not a BERT-like encoder.
+        InputError: there are no groups to measure importance on.
+    """
+    import json
+
+    torch = require("torch", feature="distillation")
+    transformers = require("transformers", feature="distillation")
+    from crossrank.rerank.encoding import PairEncoder
+
+    out = Path(output)
+    folder = _teacher_folder(teacher, out)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(folder), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    base = getattr(model, model.base_model_prefix, None)
+    stack = getattr(getattr(base, "encoder", None), "layer", None)
+    if base is None or stack is None or not hasattr(stack[0], "intermediate"):
+        raise ConfigError(f"{teacher!r} is not a BERT-like encoder (no encoder.layer[i].intermediate); cannot prune it")
+    n_layers, n_heads = len(stack), int(model.config.num_attention_heads)
+    width = int(model.config.intermediate_size)
+    keep_heads, keep_ffn = parse_prune(spec, heads=n_heads, ffn=width)
+    if not groups:
+        raise InputError("no distillation groups to measure head and neuron importance on")
+    rng = np.random.default_rng(seed)
+    sample = [groups[i] for i in sorted(rng.permutation(len(groups))[:max_groups].tolist())]
+    encoder = PairEncoder(folder / "tokenizer.json", max_length=min(max_length, model.config.max_position_embeddings))
+    head_score = torch.zeros(n_layers, n_heads)
+    ffn_score = torch.zeros(n_layers, width)
+    acts: dict[int, Any] = {}
+
+    def keep_activation(i: int) -> Callable[..., None]:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            output.retain_grad()
+            acts[i] = output
+
+        return hook
+
+    hooks = [layer.intermediate.register_forward_hook(keep_activation(i)) for i, layer in enumerate(stack)]
+    try:
+        for g in sample:
+            enc = encoder.encode([g.query] * len(g.documents), list(g.documents))
+            batch = {
+                "input_ids": torch.from_numpy(enc.input_ids),
+                "attention_mask": torch.from_numpy(enc.attention_mask),
+                "token_type_ids": torch.from_numpy(enc.token_type_ids),
+            }
+            mask = torch.ones(n_layers, n_heads, requires_grad=True)
+            s = model(**batch, head_mask=mask).logits[:, 0]
+            (s - s.mean().detach()).pow(2).sum().backward()
+            head_score += mask.grad.abs()
+            tokens = batch["attention_mask"].unsqueeze(-1).float()
+            for i in range(n_layers):
+                ffn_score[i] += ((acts[i] * acts[i].grad).abs() * tokens).sum((0, 1)).detach()
+            model.zero_grad(set_to_none=True)
+            acts.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+    if keep_heads < n_heads:
+        model.prune_heads({i: torch.argsort(head_score[i])[: n_heads - keep_heads].tolist() for i in range(n_layers)})
+    if keep_ffn < width:
+        for i, layer in enumerate(stack):
+            idx = torch.sort(torch.argsort(ffn_score[i], descending=True)[:keep_ffn]).values
+            up, down = layer.intermediate.dense, layer.output.dense
+            new_up = torch.nn.Linear(up.in_features, keep_ffn)
+            new_down = torch.nn.Linear(keep_ffn, down.out_features)
+            with torch.no_grad():
+                new_up.weight.copy_(up.weight[idx])
+                new_up.bias.copy_(up.bias[idx])
+                new_down.weight.copy_(down.weight[:, idx])
+                new_down.bias.copy_(down.bias)
+            layer.intermediate.dense, layer.output.dense = new_up, new_down
+        model.config.intermediate_size = keep_ffn
+    _save_student(model, folder, out)
+    (out / "prune.json").write_text(
+        json.dumps(
+            {
+                "teacher": str(teacher),
+                "heads_kept": keep_heads,
+                "ffn_kept": keep_ffn,
+                "groups_measured": len(sample),
+                "head_importance": head_score.tolist(),
+                "ffn_importance_sum": ffn_score.sum(1).tolist(),
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    log.info("student with %d heads and %d FFN neurons per layer of %s written to %s", keep_heads, keep_ffn, teacher, out)
     return out
 
 
@@ -288,7 +446,7 @@ class Recipe:
     Read from TOML by :func:`load_recipe` (paths relative to the file)::
 
         teacher = "default"                 # any crossrank model source
-        student = "layers:0,2,4,6,8,10"     # teacher layers, or a folder / encoder checkpoint
+        student = "layers:0,2,4,6,8,10"     # teacher layers, "prune:heads=6,ffn=768", or a folder / checkpoint
         output = "runs/fast"
         group_size = 8
         groups_per_query = 2
@@ -352,7 +510,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     base = p.parent
 
     def rel(value: str | None) -> str | None:
-        if value is None or value.startswith(("layers:",)):
+        if value is None or value.startswith(("layers:", "prune:")):
             return value
         q = Path(value)
         return str(q if q.is_absolute() else base / q)
@@ -375,7 +533,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         dev = {**dev, "data": rel(dev["data"])}
     teacher = str(raw.get("teacher", "default"))
     student = str(raw.get("student", "layers:6"))
-    local = (base / student).exists() and not student.startswith("layers:")
+    local = (base / student).exists() and not student.startswith(("layers:", "prune:"))
     return Recipe(
         teacher=str(rel(teacher)) if (base / teacher).exists() else teacher,
         student=str(rel(student)) if local else student,
@@ -468,6 +626,9 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
     student = recipe.student
     if student.startswith("layers:"):
         student = str(layer_student(recipe.teacher, student, out / "student-init"))
+    elif student.startswith("prune:"):
+        max_length = int(recipe.train.get("max_length", 256))
+        student = str(pruned_student(recipe.teacher, student, groups, out / "student-init", max_length=max_length, seed=recipe.seed))
     dev = load_dev(recipe.dev, seed=recipe.seed) if recipe.dev else None
     result = train(student, groups, out / "train", config=cfg, dev=dev, resume=resume, progress=progress)
     summary: dict[str, Any] = {
