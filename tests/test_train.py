@@ -242,7 +242,9 @@ def test_layer_students_keep_teacher_layers(fp32_folder: Path, tmp_path: Path) -
 
 
 def test_pruned_students_keep_the_teachers_most_important_heads_and_neurons(
-    fp32_folder: Path, wikiqa, tmp_path: Path  # type: ignore[no-untyped-def]
+    fp32_folder: Path,
+    wikiqa,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     from scipy.stats import spearmanr
 

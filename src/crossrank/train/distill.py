@@ -304,7 +304,9 @@ def pruned_student(
         + "\n",
         encoding="utf-8",
     )
-    log.info("student with %d heads and %d FFN neurons per layer of %s written to %s", keep_heads, keep_ffn, teacher, out)
+    log.info(
+        "student with %d heads and %d FFN neurons per layer of %s written to %s", keep_heads, keep_ffn, teacher, out
+    )
     return out
 
 
@@ -628,7 +630,11 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
         student = str(layer_student(recipe.teacher, student, out / "student-init"))
     elif student.startswith("prune:"):
         max_length = int(recipe.train.get("max_length", 256))
-        student = str(pruned_student(recipe.teacher, student, groups, out / "student-init", max_length=max_length, seed=recipe.seed))
+        student = str(
+            pruned_student(
+                recipe.teacher, student, groups, out / "student-init", max_length=max_length, seed=recipe.seed
+            )
+        )
     dev = load_dev(recipe.dev, seed=recipe.seed) if recipe.dev else None
     result = train(student, groups, out / "train", config=cfg, dev=dev, resume=resume, progress=progress)
     summary: dict[str, Any] = {
