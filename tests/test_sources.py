@@ -19,6 +19,26 @@ def test_builtin_answers_to_default_and_its_name() -> None:
     assert files.builtin == "ms-marco-MiniLM-L-12-v2" and files.onnx_file is not None and files.onnx_file.is_file()
 
 
+def test_fast_ships_inside_the_package_and_answers_to_fast() -> None:
+    import crossrank
+    from crossrank.models import registry
+
+    fast = lookup("fast")
+    assert fast is BUILTINS["crossrank-fast"] and fast.package == "crossrank"
+    assert crossrank.__version__ == registry._VERSION  # its install hint names this very package
+    folder = fast.folder()  # sha256 of every file checked
+    assert folder.is_relative_to(Path(crossrank.__file__).parent)
+    size = sum((folder / f).stat().st_size for f in fast.files) / 1e6
+    assert size <= 40, size
+    assert "recipes/fast.toml" in (folder / "README.md").read_text()  # the model card states the recipe
+    # half the heads and 640 FFN neurons in every one of the 12 layers
+    assert fast.attention_shape() == (6, 192) and BUILTINS["ms-marco-MiniLM-L-12-v2"].attention_shape() == (12, 384)
+    assert fast.hf_config["intermediate_size"] == 640 and len(fast.hf_config["pruned_heads"]) == 12
+    ce = CrossEncoder("fast")
+    s = ce.score([("what is a cat", "A cat is a small feline."), ("what is a cat", "Paris is in France.")])
+    assert s[0] > 0.9 and s[1] < 0.1
+
+
 def test_builtin_checks_sha256_and_says_how_to_install(tmp_path: Path) -> None:
     real = BUILTINS["ms-marco-MiniLM-L-12-v2"]
     tampered = BuiltinModel(

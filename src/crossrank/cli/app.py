@@ -415,7 +415,7 @@ def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
                 "name": m.name,
                 "kind": m.kind,
                 "aliases": list(m.aliases),
-                "source": m.hf_id,
+                "source": m.hf_id or "crossrank (distilled from the default)",
                 "package": f"{m.package}=={m.version}",
                 "path": where,
                 "status": status,

