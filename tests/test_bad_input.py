@@ -82,7 +82,8 @@ def test_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
 def test_unknown_model_lists_the_builtins() -> None:
     with pytest.raises(
         ModelNotFoundError,
-        match=r"no model called 'nope': it is not a built-in \(ms-marco-MiniLM-L-12-v2, bge-small-en, .*default",
+        match=r"no model called 'nope': it is not a built-in "
+        r"\(ms-marco-MiniLM-L-12-v2, crossrank-fast, bge-small-en, .*default",
     ):
         CrossEncoder("nope")
 
