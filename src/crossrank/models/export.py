@@ -37,7 +37,7 @@ def export_onnx(source: str | Path, output: str | Path, *, opset: int = 17, over
         ModelError: the model cannot be loaded or exported.
     """
     torch = require("torch", feature="ONNX export")
-    transformers = require("transformers", feature="ONNX export")
+    require("transformers", feature="ONNX export")
     from crossrank.models.source import resolve
 
     files = resolve(source)
@@ -46,9 +46,9 @@ def export_onnx(source: str | Path, output: str | Path, *, opset: int = 17, over
     out = Path(output)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"output folder {out} is not empty; choose another folder or pass overwrite")
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        str(files.folder), dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    from crossrank.models.hf import load_classifier
+
+    model = load_classifier(files.folder, dtype=torch.float32, attn_implementation="eager").eval()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if uses_token_types(files.config) else [])
     ids = torch.tensor([[2, 5, 6, 7, 3, 8, 9, 3], [2, 5, 6, 3, 8, 3, 0, 0]], dtype=torch.long)
     mask = (ids != 0).long()

@@ -150,10 +150,12 @@ class TorchBackend:
 
     def __init__(self, folder: Path, config: dict[str, Any], *, threads: int | None = None) -> None:
         torch = require("torch", feature="backend 'torch'")
-        transformers = require("transformers", feature="backend 'torch'")
+        require("transformers", feature="backend 'torch'")
         torch.set_num_threads(threads or default_threads())
         try:
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
+            from crossrank.models.hf import load_classifier
+
+            model = load_classifier(folder, dtype=torch.float32)
         except (OSError, ValueError, KeyError) as err:
             raise ModelError(f"transformers cannot load {folder} ({err})") from err
         self.model = model.eval()

@@ -123,11 +123,13 @@ def layer_student(teacher: str | os.PathLike[str], layers: str, output: str | os
             ``encoder.layer``.
     """
     torch = require("torch", feature="distillation")
-    transformers = require("transformers", feature="distillation")
+    require("transformers", feature="distillation")
 
     out = Path(output)
     folder = _teacher_folder(teacher, out)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
+    from crossrank.models.hf import load_classifier
+
+    model = load_classifier(folder, dtype=torch.float32)
     base = getattr(model, model.base_model_prefix, None)
     stack = getattr(getattr(base, "encoder", None), "layer", None)
     if base is None or stack is None:
@@ -209,8 +211,10 @@ def pruned_student(
 
     Importance is first-order (Taylor): on up to ``max_groups`` of the distillation groups (seeded
     sample), how much the spread of the teacher's scores within a group, ``sum((s - mean(s))**2)``,
-    changes when a head's output or a feed-forward neuron's activation is scaled, summed as absolute
-    values over pairs and tokens. All layers are kept, so the student keeps the teacher's depth
+    changes when a head's output or a feed-forward neuron's activation is scaled (absolute values
+    summed over groups; for neurons also over tokens). Heads are removed by
+    :func:`crossrank.models.hf.prune_heads`, so the student loads on transformers 4 and 5 alike.
+    All layers are kept, so the student keeps the teacher's depth
     and residual stream; a layer with 6 of 12 heads and half its FFN neurons costs about half.
     The pairs are encoded by the same :class:`~crossrank.rerank.encoding.PairEncoder` as
     training and inference. The importances are saved in ``prune.json`` beside the weights.
@@ -222,14 +226,15 @@ def pruned_student(
     import json
 
     torch = require("torch", feature="distillation")
-    transformers = require("transformers", feature="distillation")
+    require("transformers", feature="distillation")
     from crossrank.rerank.encoding import PairEncoder
 
     out = Path(output)
     folder = _teacher_folder(teacher, out)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        str(folder), dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    from crossrank.models.hf import load_classifier
+    from crossrank.models.hf import prune_heads as remove_heads
+
+    model = load_classifier(folder, dtype=torch.float32, attn_implementation="eager").eval()
     base = getattr(model, model.base_model_prefix, None)
     stack = getattr(getattr(base, "encoder", None), "layer", None)
     if base is None or stack is None or not hasattr(stack[0], "intermediate"):
@@ -253,7 +258,18 @@ def pruned_student(
 
         return hook
 
+    contexts: dict[int, Any] = {}
+
+    def keep_context(i: int) -> Callable[..., None]:
+        def hook(_module: Any, inputs: Any) -> None:
+            inputs[0].retain_grad()
+            contexts[i] = inputs[0]
+
+        return hook
+
     hooks = [layer.intermediate.register_forward_hook(keep_activation(i)) for i, layer in enumerate(stack)]
+    hooks += [layer.attention.output.dense.register_forward_pre_hook(keep_context(i)) for i, layer in enumerate(stack)]
+    size = int(model.config.hidden_size) // n_heads
     try:
         for g in sample:
             enc = encoder.encode([g.query] * len(g.documents), list(g.documents))
@@ -262,20 +278,23 @@ def pruned_student(
                 "attention_mask": torch.from_numpy(enc.attention_mask),
                 "token_type_ids": torch.from_numpy(enc.token_type_ids),
             }
-            mask = torch.ones(n_layers, n_heads, requires_grad=True)
-            s = model(**batch, head_mask=mask).logits[:, 0]
+            s = model(**batch).logits[:, 0]
             (s - s.mean().detach()).pow(2).sum().backward()
-            head_score += mask.grad.abs()
             tokens = batch["attention_mask"].unsqueeze(-1).float()
             for i in range(n_layers):
                 ffn_score[i] += ((acts[i] * acts[i].grad).abs() * tokens).sum((0, 1)).detach()
+                # a head's output scaled by m: d loss / d m = sum of its output times the gradient
+                ctx = contexts[i]
+                per_head = (ctx * ctx.grad * tokens).sum((0, 1)).view(n_heads, size).sum(1)
+                head_score[i] += per_head.abs().detach()
             model.zero_grad(set_to_none=True)
             acts.clear()
+            contexts.clear()
     finally:
         for h in hooks:
             h.remove()
     if keep_heads < n_heads:
-        model.prune_heads({i: torch.argsort(head_score[i])[: n_heads - keep_heads].tolist() for i in range(n_layers)})
+        remove_heads(model, {i: torch.argsort(head_score[i])[: n_heads - keep_heads].tolist() for i in range(n_layers)})
     if keep_ffn < width:
         for i, layer in enumerate(stack):
             idx = torch.sort(torch.argsort(ffn_score[i], descending=True)[:keep_ffn]).values

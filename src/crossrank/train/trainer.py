@@ -216,9 +216,9 @@ def load_trainable(source: str | os.PathLike[str], work: Path) -> tuple[Any, Pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transformers.logging.set_verbosity_error()
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            str(folder), num_labels=1, dtype=torch.float32
-        )
+        from crossrank.models.hf import load_classifier
+
+        model = load_classifier(folder, num_labels=1, dtype=torch.float32)
     if not has_head:
         log.info("%s has no classification head: a new one-logit head was initialised", files.name)
         model.config.architectures = [type(model).__name__]
