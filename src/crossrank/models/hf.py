@@ -83,8 +83,8 @@ def load_classifier(folder: str | os.PathLike[str], **kwargs: Any) -> Any:
     torch = require("torch", feature="Hugging Face models")
     transformers = require("transformers", feature="Hugging Face models")
     path = Path(folder)
-    labels = {"num_labels": kwargs.pop("num_labels")} if kwargs.get("num_labels") else {}
-    kwargs.pop("num_labels", None)
+    num_labels = kwargs.pop("num_labels", None)
+    labels = {"num_labels": num_labels} if num_labels else {}
     config = transformers.AutoConfig.from_pretrained(str(path), **labels)
     pruned = {str(k): list(v) for k, v in (getattr(config, "pruned_heads", None) or {}).items() if v}
     if not pruned:
