@@ -18,7 +18,7 @@ import torch
 
 from conftest import SHARED
 from crossrank import CrossEncoder
-from crossrank.errors import InputError, ModelError
+from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.train import DevSet, MiningSettings, TrainConfig, mine_groups, read_pairs, read_triples, train
 from crossrank.train.data import first_stage_candidates, load_beir
 from crossrank.train.distill import distill_groups, layer_student, parse_layers, parse_prune, pruned_student
@@ -346,13 +346,25 @@ def test_cli_distill_runs_the_whole_recipe(tiny_models, tmp_path: Path) -> None:
             max_queries = 6
             pool = "{SHARED / "trec-dl-2021-passage"}"
             pool_depth = 2
+            [[source]]                  # queries alone (a query log): candidates from the pool only
+            data = "log"
+            split = "all"
+            pool = "{SHARED / "trec-dl-2021-passage"}"
+            pool_depth = 5
+            groups_per_query = 2
             """
         )
     )
+    log = tmp_path / "log"
+    log.mkdir()
+    lines = (SHARED / "trec-dl-2021-passage" / "queries.jsonl").read_text().splitlines()[:3]
+    (log / "queries.jsonl").write_text("\n".join(lines) + "\n")
     res = CliRunner().invoke(app, ["distill", "--recipe", str(recipe), "--no-progress"])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["data"]["sources"][0]["queries"] == 6 and summary["data"]["pairs"] > 6 * 2
+    wiki, logged = summary["data"]["sources"]
+    assert wiki["queries"] == 6 and wiki["groups"] == 6 and wiki["pairs"] > 6 * 2
+    assert logged["split"] is None and logged["queries"] == 3 and logged["pairs"] == 15 and logged["groups"] == 6
     assert summary["train"]["steps"] == 3
     exp = summary["export"]
     assert exp["quantize"] in ("int8", "bf16") and set(exp) >= {"dev_fp32", "dev_int8"}
@@ -361,6 +373,29 @@ def test_cli_distill_runs_the_whole_recipe(tiny_models, tmp_path: Path) -> None:
     assert abs(float(onnx.score([("q a", "an answer")])[0]) - float(torch_scores[0])) < 0.05
     bad = CliRunner().invoke(app, ["distill", "--recipe", str(tmp_path / "missing.toml")])
     assert bad.exit_code == 2 and "cannot read recipe" in bad.output
+
+
+def test_distill_sources_say_what_is_missing(tmp_path: Path) -> None:
+    from crossrank.train.distill import Source, source_candidates
+
+    pool = str(SHARED / "trec-dl-2021-passage")
+    with pytest.raises(InputError, match=r"no queries.jsonl; create it with: python recipes/msmarco_queries.py"):
+        source_candidates(
+            Source(
+                str(tmp_path / "absent"),
+                split=None,
+                pool=pool,
+                pool_depth=5,
+                prepare="python recipes/msmarco_queries.py",
+            )
+        )
+    (tmp_path / "queries.jsonl").write_text('{"_id": "1", "text": "what is a cross-encoder"}\n')
+    with pytest.raises(InputError, match=r"corpus.jsonl is missing .*needs a pool"):
+        source_candidates(Source(str(tmp_path), split=None))
+    with pytest.raises(InputError, match="has no split 'train'"):
+        source_candidates(Source(str(tmp_path), pool=pool, pool_depth=5))
+    with pytest.raises(ConfigError, match="groups_per_query must be >= 1"):
+        Source(str(tmp_path), groups_per_query=0)
 
 
 def test_cli_train_on_pairs_refuses_two_training_sets(tiny_models, wikiqa, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -55,15 +55,20 @@ class Source:
     """Where distillation queries and candidates come from.
 
     Attributes:
-        data: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+        data: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv). A folder with
+            queries.jsonl alone works when every candidate comes from a ``pool`` (queries without
+            documents of their own, e.g. a query log).
         split: only queries judged in this split are used (so a test split stays unseen);
-            ``None`` takes every query of queries.jsonl.
+            ``None`` (``split = "all"`` in a recipe) takes every query of queries.jsonl.
         run: a TREC run with the candidates (relative paths are under ``data``); ``None`` runs BM25.
         pool: another BEIR folder or JSONL corpus whose BM25 top ``depth`` is added to each query's
             candidates (e.g. MS MARCO passages for questions from a QA set).
         depth: candidates per query from the run or from BM25.
         pool_depth: candidates per query from the pool.
         max_queries: use at most this many queries (a seeded sample); ``None`` uses all.
+        groups_per_query: groups made per query of this source; ``None`` takes the recipe's.
+        prepare: the command that creates ``data`` when it is not shipped (named in the error if
+            the folder is missing).
     """
 
     data: str
@@ -73,12 +78,16 @@ class Source:
     depth: int = 30
     pool_depth: int = 0
     max_queries: int | None = None
+    groups_per_query: int | None = None
+    prepare: str | None = None
 
     def __post_init__(self) -> None:
         if self.depth < 1 or self.pool_depth < 0:
             raise ConfigError(f"source {self.data}: depth must be >= 1 and pool_depth >= 0")
         if self.pool_depth and not self.pool:
             raise ConfigError(f"source {self.data}: pool_depth needs a pool")
+        if self.groups_per_query is not None and self.groups_per_query < 1:
+            raise ConfigError(f"source {self.data}: groups_per_query must be >= 1 (got {self.groups_per_query})")
 
 
 @dataclass(slots=True)
@@ -340,9 +349,16 @@ def source_candidates(
     from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
 
     root = Path(source.data)
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        if not (root / name).is_file():
-            raise InputError(f"distillation source {root} is not a BEIR folder: {name} is missing")
+    pooled = bool(source.pool and source.pool_depth)
+    if not (root / "queries.jsonl").is_file():
+        how = f"; create it with: {source.prepare}" if source.prepare else ""
+        raise InputError(f"distillation source {root} has no queries.jsonl{how}")
+    own_corpus = (root / "corpus.jsonl").is_file()
+    if not own_corpus and (source.run is not None or not pooled):
+        raise InputError(
+            f"distillation source {root} is not a BEIR folder: corpus.jsonl is missing "
+            "(a folder of queries alone needs a pool and pool_depth, and no run)"
+        )
     queries = read_beir_queries(root / "queries.jsonl")
     if source.split is not None:
         qrels_path = root / "qrels" / f"{source.split}.tsv"
@@ -354,8 +370,11 @@ def source_candidates(
         ids = sorted(queries)
         pick = np.random.default_rng(seed).permutation(len(ids))[: source.max_queries]
         queries = {ids[i]: queries[ids[i]] for i in sorted(pick.tolist())}
-    corpus = read_beir_corpus(root / "corpus.jsonl")
-    if source.run is not None:
+    corpus = read_beir_corpus(root / "corpus.jsonl") if own_corpus else {}
+    candidates: dict[str, list[str]]
+    if not own_corpus:
+        candidates = {}
+    elif source.run is not None:
         run_path = Path(source.run) if Path(source.run).is_absolute() else root / source.run
         run = read_trec_run(run_path)
         candidates = {q: [d for d, _ in run.get(q, [])[: source.depth] if d in corpus] for q in queries}
@@ -539,7 +558,10 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     sources = []
     for i, s in enumerate(raw.get("source", [])):
         try:
-            sources.append(Source(**{**s, "data": rel(s["data"]), "pool": rel(s.get("pool"))}))
+            split = s.get("split", "train")
+            fields = {**s, "data": rel(s["data"]), "pool": rel(s.get("pool"))}
+            fields["split"] = None if split == "all" else split
+            sources.append(Source(**fields))
         except (TypeError, KeyError) as err:
             raise InputError(
                 f"{p}: [[source]] number {i + 1} is wrong ({err}); fields: {sorted(Source.__slots__)}"
@@ -631,7 +653,7 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
                 candidates,
                 documents,
                 group_size=recipe.group_size,
-                groups_per_query=recipe.groups_per_query,
+                groups_per_query=src.groups_per_query or recipe.groups_per_query,
                 seed=recipe.seed,
                 progress=bar[1] if bar else None,
             )
