@@ -26,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backends", nargs="+", default=["openvino", "onnx"])
-    ap.add_argument("--fast", default="fast", help="the fast model: the built-in, or a candidate folder (runs/fast/onnx)")
+    ap.add_argument("--fast", default="fast", help="the fast model: the built-in, or a folder (runs/fast/onnx)")
     args = ap.parse_args()
 
     from crossrank import CrossEncoder

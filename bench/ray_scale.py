@@ -65,7 +65,7 @@ def main() -> None:
         for workers in (1, 2):
             marks: list[float] = []
 
-            def watch(ledger: Any, marks: list[float] = marks) -> None:
+            def watch(ledger: Any, marks: list[float] = marks, workers: int = workers) -> None:
                 import threading
 
                 def run() -> None:
