@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossrank import CrossEncoder
+from crossrank import CrossEncoder, ScoringConfig
 from crossrank.errors import InputError
 from crossrank.io import read_trec_run
 from crossrank.retrieve.fusion import Candidates, fuse_interpolate, fuse_rrf
@@ -62,14 +62,29 @@ def test_rerank_off_batches_and_retriever_choice(hybrid_index: Index, default_mo
     kept = pipe.search(QUERY, k=10, depth=10, rerank_weight=0.0)
     assert [h.first_stage_rank for h in kept.hits] == list(range(1, 11))
     assert all(h.rerank_score is not None for h in kept.hits)
-    half = pipe.search(QUERY, k=10, depth=10, rerank_weight=0.5)
-    ce = np.array([h.rerank_score for h in half.hits])
-    fs = np.array([h.first_stage_score for h in half.hits])
     norm = lambda x: (x - x.min()) / (x.max() - x.min())  # noqa: E731
-    np.testing.assert_allclose([h.score for h in half.hits], 0.5 * norm(ce) + 0.5 * norm(fs), atol=1e-6)
-    assert [h.score for h in half.hits] == sorted((h.score for h in half.hits), reverse=True)
+    # the default blend takes the cross-encoder's probability as it is; "minmax" stretches it per query
+    for mode in ("probability", "minmax"):
+        half = pipe.search(QUERY, k=10, depth=10, rerank_weight=0.5, blend=mode)  # type: ignore[arg-type]
+        ce = np.array([h.rerank_score for h in half.hits])
+        fs = np.array([h.first_stage_score for h in half.hits])
+        assert ((ce >= 0) & (ce <= 1)).all()
+        expected = 0.5 * (ce if mode == "probability" else norm(ce)) + 0.5 * norm(fs)
+        np.testing.assert_allclose([h.score for h in half.hits], expected, atol=1e-6)
+        assert [h.score for h in half.hits] == sorted((h.score for h in half.hits), reverse=True)
+    assert [h.score for h in pipe.search(QUERY, k=10, depth=10, rerank_weight=0.5).hits] == pytest.approx(
+        [h.score for h in pipe.search(QUERY, k=10, depth=10, rerank_weight=0.5, blend="probability").hits]
+    )
+    # on raw logits the probability is their sigmoid
+    raw = CrossEncoder("default", config=ScoringConfig(activation="none"), calibration=None)
+    logits = Pipeline(hybrid_index, reranker=raw).search(QUERY, k=10, depth=10, rerank_weight=0.5)
+    z = np.array([h.rerank_score for h in logits.hits])
+    fs = np.array([h.first_stage_score for h in logits.hits])
+    np.testing.assert_allclose([h.score for h in logits.hits], 0.5 / (1 + np.exp(-z)) + 0.5 * norm(fs), atol=1e-5)
     with pytest.raises(InputError, match="rerank_weight"):
         pipe.search(QUERY, rerank_weight=1.5)
+    with pytest.raises(InputError, match=r"blend must be one of \('probability', 'minmax'\)"):
+        pipe.search(QUERY, rerank_weight=0.5, blend="zscore")  # type: ignore[arg-type]
     dense = pipe.search(QUERY, k=4, depth=20, retriever="dense")
     assert dense.retriever == "dense"
     with pytest.raises(InputError, match="empty"):

@@ -152,6 +152,10 @@ def search(
         float,
         typer.Option(help="Cross-encoder share of the final score (1: its order alone; <1 blends in the first stage)."),
     ] = 1.0,
+    blend: Annotated[
+        str,
+        typer.Option(help="With --rerank-weight < 1: probability (as is) or minmax (stretched per query)."),
+    ] = "probability",
     model: Annotated[str, typer.Option("--model", "-m", help="Cross-encoder for reranking.")] = "default",
     output: Annotated[Path | None, typer.Option(help="TREC run to write ('-' for stdout).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or jsonl (one query).")] = "table",
@@ -167,7 +171,7 @@ def search(
         raise InputError("--queries needs --output run.trec ('-' for stdout)")
     if fmt not in ("table", "jsonl"):
         raise InputError(f"--format must be table or jsonl (got {fmt!r})")
-    pipe = Pipeline(index, reranker=model if rerank else None, rerank_weight=rerank_weight)
+    pipe = Pipeline(index, reranker=model if rerank else None, rerank_weight=rerank_weight, blend=blend)  # type: ignore[arg-type]
     ret = _retriever(retriever)
     if query is not None:
         result = pipe.search(query, k=k, depth=depth, retriever=ret, rerank=rerank)
