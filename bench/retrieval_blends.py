@@ -7,6 +7,9 @@ setting) and the five test sets it prints nDCG@10 of:
 - ``hybrid``: the hybrid (RRF) first stage alone;
 - ``ce``: the cross-encoder's order of the hybrid top 100;
 - ``blendW``: ``W * minmax(CE) + (1 - W) * minmax(hybrid score)`` (the pipeline's ``rerank_weight``);
+- ``probW``: ``W * CE probability + (1 - W) * minmax(hybrid score)``: the cross-encoder's
+  probability is not stretched to [0, 1] per query, so a query on which the model finds nothing
+  clearly relevant keeps the first stage's order;
 - ``rrf2``: reciprocal rank fusion of the CE rank and the hybrid rank;
 - ``rrf3``: reciprocal rank fusion of the CE, BM25 and dense ranks;
 - ``ce@D`` / ``rrf3@D``: the same, with the cross-encoder on the top D only.
@@ -80,8 +83,9 @@ def variants(ce: Any, name: str, split: str = "test") -> dict[str, float]:
         r_b = np.array([bm_rank.get(s, 10**6) for s in c.slots.tolist()], dtype=float)
         r_d = np.array([de_rank.get(s, 10**6) for s in c.slots.tolist()], dtype=float)
         scored = {"hybrid": -r_h, "ce": ces}
-        for w in (0.1, 0.2, 0.3, 0.4, 0.5):
+        for w in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
             scored[f"blend{w}"] = w * _minmax(ces) + (1 - w) * _minmax(c.scores.astype(float))
+            scored[f"prob{w}"] = w * ces + (1 - w) * _minmax(c.scores.astype(float))
         scored["rrf2"] = 1 / (60 + r_ce) + 1 / (60 + r_h)
         scored["rrf3"] = 1 / (60 + r_ce) + 1 / (60 + r_b) + 1 / (60 + r_d)
         for d in (20, 50):
