@@ -40,7 +40,11 @@ def evaluate(run: dict[str, list[tuple[str, float]]], qrels: dict[str, dict[str,
 
 
 def blend(hits: list[tuple[str, float, float]], weight: float) -> list[tuple[str, float]]:
-    """Order (doc, first-stage score, cross-encoder score) as the pipeline does for ``rerank_weight``."""
+    """Order (doc, first-stage score, cross-encoder probability) as the pipeline does for ``rerank_weight``.
+
+    The pipeline's default blend (``blend="probability"``): the cross-encoder's probability as it
+    is, the first stage's scores min-max normalised over the query's candidates.
+    """
     import numpy as np
 
     from crossrank.retrieve.fusion import minmax
@@ -49,7 +53,7 @@ def blend(hits: list[tuple[str, float, float]], weight: float) -> list[tuple[str
         return []
     fs = np.array([h[1] for h in hits], dtype=np.float32)
     ce = np.array([h[2] for h in hits], dtype=np.float32)
-    final = weight * minmax(ce) + (1 - weight) * minmax(fs)
+    final = weight * np.clip(ce, 0.0, 1.0) + (1 - weight) * minmax(fs)
     order = np.lexsort((np.arange(len(hits)), -final))
     return [(hits[i][0], float(final[i])) for i in order]
 
