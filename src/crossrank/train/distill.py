@@ -381,8 +381,8 @@ def source_candidates(
     else:
         candidates = _bm25(root / "corpus.jsonl", queries, source.depth)
     documents: dict[str, dict[str, Any]] = {d: corpus[d] for ids in candidates.values() for d in ids}
-    if source.pool and source.pool_depth:
-        pool = Path(source.pool)
+    if pooled:
+        pool = Path(str(source.pool))
         pool_file = pool / "corpus.jsonl" if pool.is_dir() else pool
         extra = _bm25(pool_file, queries, source.pool_depth)
         pool_corpus = read_beir_corpus(pool_file)
