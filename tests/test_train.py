@@ -398,6 +398,25 @@ def test_distill_sources_say_what_is_missing(tmp_path: Path) -> None:
         Source(str(tmp_path), groups_per_query=0)
 
 
+def test_distill_source_mines_candidates_with_any_first_stage(cisi_slice, hybrid_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A queries-only source finds pool candidates with the retriever it names (hybrid: the hybrid index's top)."""
+    from crossrank.train.distill import Source, source_candidates
+
+    texts = ["retrieval of documents by computer", "library circulation and loan policy", "citation indexing"]
+    lines = [json.dumps({"_id": f"q{i}", "text": t}) for i, t in enumerate(texts)]
+    (tmp_path / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    found = {
+        r: source_candidates(Source(str(tmp_path), split=None, pool=str(cisi_slice), pool_depth=5, retriever=r))[1]
+        for r in ("bm25", "hybrid")
+    }
+    expect = hybrid_index.retrieve(texts, k=5, retriever="hybrid")
+    for i, c in enumerate(expect):
+        assert found["hybrid"][f"q{i}"] == [f"pool:{d}" for d in hybrid_index.doc_ids(c.slots)]
+    assert found["bm25"] != found["hybrid"]  # the retriever is not ignored
+    with pytest.raises(ConfigError, match="retriever must be bm25, dense or hybrid"):
+        Source(str(tmp_path), retriever="splade")
+
+
 def test_cli_train_on_pairs_refuses_two_training_sets(tiny_models, wikiqa, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 

@@ -60,9 +60,12 @@ class Source:
             documents of their own, e.g. a query log).
         split: only queries judged in this split are used (so a test split stays unseen);
             ``None`` (``split = "all"`` in a recipe) takes every query of queries.jsonl.
-        run: a TREC run with the candidates (relative paths are under ``data``); ``None`` runs BM25.
-        pool: another BEIR folder or JSONL corpus whose BM25 top ``depth`` is added to each query's
-            candidates (e.g. MS MARCO passages for questions from a QA set).
+        run: a TREC run with the candidates (relative paths are under ``data``); ``None`` searches
+            the source's own corpus with ``retriever``.
+        pool: another BEIR folder or JSONL corpus whose top ``pool_depth`` (by ``retriever``) is
+            added to each query's candidates (e.g. MS MARCO passages for questions from a QA set).
+        retriever: the first stage that finds candidates where no run gives them: ``"bm25"``,
+            ``"dense"`` (the default bi-encoder) or ``"hybrid"`` (both, fused by RRF).
         depth: candidates per query from the run or from BM25.
         pool_depth: candidates per query from the pool.
         max_queries: use at most this many queries (a seeded sample); ``None`` uses all.
@@ -80,8 +83,11 @@ class Source:
     max_queries: int | None = None
     groups_per_query: int | None = None
     prepare: str | None = None
+    retriever: str = "bm25"
 
     def __post_init__(self) -> None:
+        if self.retriever not in ("bm25", "dense", "hybrid"):
+            raise ConfigError(f"source {self.data}: retriever must be bm25, dense or hybrid (got {self.retriever!r})")
         if self.depth < 1 or self.pool_depth < 0:
             raise ConfigError(f"source {self.data}: depth must be >= 1 and pool_depth >= 0")
         if self.pool_depth and not self.pool:
@@ -379,12 +385,12 @@ def source_candidates(
         run = read_trec_run(run_path)
         candidates = {q: [d for d, _ in run.get(q, [])[: source.depth] if d in corpus] for q in queries}
     else:
-        candidates = _bm25(root / "corpus.jsonl", queries, source.depth)
+        candidates = _first_stage(root / "corpus.jsonl", queries, source.depth, source.retriever)
     documents: dict[str, dict[str, Any]] = {d: corpus[d] for ids in candidates.values() for d in ids}
     if pooled:
         pool = Path(str(source.pool))
         pool_file = pool / "corpus.jsonl" if pool.is_dir() else pool
-        extra = _bm25(pool_file, queries, source.pool_depth)
+        extra = _first_stage(pool_file, queries, source.pool_depth, source.retriever)
         pool_corpus = read_beir_corpus(pool_file)
         for q, ids in extra.items():
             seen = set(candidates.get(q, []))
@@ -399,14 +405,20 @@ def source_candidates(
     return {q: queries[q] for q in candidates}, candidates, documents
 
 
-def _bm25(corpus_file: Path, queries: Mapping[str, str], depth: int) -> dict[str, list[str]]:
+def _first_stage(
+    corpus_file: Path, queries: Mapping[str, str], depth: int, retriever: str = "bm25"
+) -> dict[str, list[str]]:
+    """Return each query's top ``depth`` document ids in ``corpus_file`` by a temporary index."""
     from crossrank.retrieve.index import Index
     from crossrank.retrieve.pipeline import Pipeline
 
     with tempfile.TemporaryDirectory(prefix="crossrank-distill-") as tmp:
-        index = Index.build(Path(tmp) / "bm25", corpus_file, retriever="bm25")
-        pipe = Pipeline(index, reranker=None)
-        results = pipe.search_many(dict(queries), k=depth, depth=depth, rerank=False)
+        index = Index.build(Path(tmp) / retriever, corpus_file, retriever=retriever)  # type: ignore[arg-type]
+        try:
+            pipe = Pipeline(index, reranker=None)
+            results = pipe.search_many(dict(queries), k=depth, depth=depth, rerank=False)
+        finally:
+            index.close()
         return {str(r.query_id): r.doc_ids() for r in results}
 
 
@@ -611,7 +623,7 @@ def load_dev(spec: Mapping[str, Any], *, seed: int = 13) -> Any:
         run = read_trec_run(run_path)
         candidates = {q: [d for d, _ in run.get(q, [])[:depth] if d in corpus] for q in queries}
     else:
-        candidates = _bm25(root / "corpus.jsonl", queries, depth)
+        candidates = _first_stage(root / "corpus.jsonl", queries, depth)
     documents = {d: doc_text(corpus[d]) for ids in candidates.values() for d in ids}
     return DevSet(
         queries=queries,
