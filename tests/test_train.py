@@ -417,6 +417,20 @@ def test_distill_source_mines_candidates_with_any_first_stage(cisi_slice, hybrid
         Source(str(tmp_path), retriever="splade")
 
 
+def test_cli_train_mines_from_bm25_when_no_candidates_are_given(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`crossrank train --data` without --candidates searches the corpus itself (BM25) for negatives."""
+    from typer.testing import CliRunner
+
+    from crossrank.cli.app import app
+
+    args = ["train", "--model", str(tiny_models["bert"]), "--data", str(WIKIQA), "--depth", "10", "--loss", "listwise"]
+    args += ["--output", str(tmp_path / "o"), "--max-steps", "2", "--export", "skip", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["steps"] == 2 and summary["mining"]["groups"] > 100, summary
+
+
 def test_cli_train_on_pairs_refuses_two_training_sets(tiny_models, wikiqa, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 

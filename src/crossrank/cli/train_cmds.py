@@ -38,7 +38,12 @@ def train_cmd(
     candidates: Annotated[
         Path | None, typer.Option(help="First stage for mining: a TREC run or an index folder (default: BM25).")
     ] = None,
-    retriever: Annotated[str | None, typer.Option(help="With an index: bm25, dense or hybrid.")] = None,
+    retriever: Annotated[
+        str | None,
+        typer.Option(
+            help="bm25, dense or hybrid: how an index given as --candidates, or else the corpus, is searched."
+        ),
+    ] = None,
     depth: Annotated[int, typer.Option(help="First-stage candidates considered for negatives.")] = 100,
     negatives: Annotated[int, typer.Option(help="Negatives per group.")] = 7,
     skip_top: Annotated[int, typer.Option(help="Never take negatives from the first stage's top n.")] = 0,
@@ -120,9 +125,10 @@ def train_cmd(
         corpus, queries, qrels = load_beir(data, split)
         source: Any = candidates
         if source is None:
-            from crossrank.train.distill import _bm25
+            from crossrank.train.distill import _first_stage
 
-            cands = _bm25(data / "corpus.jsonl", {q: t for q, t in queries.items() if q in qrels}, depth)
+            judged = {q: t for q, t in queries.items() if q in qrels}
+            cands = _first_stage(data / "corpus.jsonl", judged, depth, retriever or "bm25")
         else:
             cands = first_stage_candidates(source, queries, depth=depth, retriever=retriever)
         settings = MiningSettings(
