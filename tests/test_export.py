@@ -73,3 +73,22 @@ def test_export_cli_reports_agreement(tiny_models: dict[str, Path], tmp_path: Pa
     assert report["max_abs_diff"] < 1e-3 and report["mean_kendall_tau"] > 0.99
     assert report["ndcg10_reference"] is not None and abs(report["ndcg10_change"]) < 1e-6
     assert json.loads((out / "export_check.json").read_text())["pairs"] == 30
+
+
+def test_int8_export_weights_need_no_second_rounding(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """model.onnx keeps one int8 scale per output column, so OpenVINO's per-channel requantization is exact."""
+    import onnx
+    from onnx import numpy_helper
+
+    folder = export_optimized(tiny_models["bert"], tmp_path / "out", quantize="int8")
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weights = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(weights) >= 6  # query, key, value, attention output, FFN in and out per layer
+    for name in weights:
+        base = name[: -len("_quantized")]
+        q, scale, zp = init[name], init[base + "_scale"], init[base + "_zero_point"]
+        assert scale.shape == (q.shape[1],) and not zp.any()  # per output column, symmetric
+        w = q.astype(np.float32) * scale
+        again = np.round(w / (np.abs(w).max(axis=0) / 127)).astype(np.int8)  # NNCF's symmetric per-channel grid
+        np.testing.assert_array_equal(again, q)

@@ -76,7 +76,8 @@ def dequantize_onnx(onnx_file: Path) -> dict[str, npt.NDArray[np.float32]]:
         if bias is None:
             raise ModelError(f"{onnx_file}: cannot name the weight {wname!r}: no named bias follows its MatMul")
         state[bias[: -len(".bias")] + ".weight"] = np.ascontiguousarray(weight.T)
-    return state
+    # graphs written by crossrank's own export name weights after its wrapper module ("inner.bert...")
+    return {k.removeprefix("inner."): v for k, v in state.items()}
 
 
 def _downstream_bias(node: Any, consumers: dict[str, list[Any]], init: dict[str, Any]) -> str | None:
