@@ -150,9 +150,9 @@ def test_fast_model_keeps_most_of_the_defaults_quality_on_dl19(
     fast = CrossEncoder("fast")
     assert fast.backend_name == "openvino"
     fast_run = _run(fast, candidates)
-    # measured 0.6923 against the default's 0.7250 (95.5%; bench/fast_model.py); the int8 graph is
-    # built on each machine, so allow 0.0075 below it
-    assert _ndcg10(fast_run, qrels) >= 0.685
+    # measured 0.7015 against the default's 0.7250 (96.8%; bench/fast_model.py); the int8 graph is
+    # built on each machine, so allow 0.0075 below it (the first-stage-only model scored 0.6923)
+    assert _ndcg10(fast_run, qrels) >= 0.694
     assert agreement(default_run, fast_run, qrels).mean_kendall_tau >= 0.6
     # the fp32 weights behind it (crossrank models convert fast) rank the same way, on 5 queries
     qids, texts, docs = candidates

@@ -56,7 +56,8 @@ _BGE_SMALL_CONFIG: dict[str, Any] = {
 
 # The built-in `fast` model: the default with, in every layer, 6 of its 12 attention heads and 640 of
 # its 1,536 feed-forward neurons kept (the most important ones), then distilled from the default
-# (recipes/fast.toml). Heads removed per layer, as Hugging Face's `pruned_heads` records them.
+# (recipes/fast.toml, then recipes/fast-web.toml). Heads removed per layer, as Hugging Face's
+# `pruned_heads` records them.
 _FAST_PRUNED_HEADS: dict[str, list[int]] = {
     "0": [0, 3, 6, 8, 9, 11],
     "1": [0, 1, 3, 5, 8, 9],
@@ -255,7 +256,7 @@ BUILTINS: dict[str, BuiltinModel] = {
         version=_VERSION,
         subdir="models/data/fast",
         files={
-            "model.onnx": "d085db005659f97e65276de7e5d0cefe3cae96dd43c3a5ae0017219b14b4e163",
+            "model.onnx": "b84f0f4ebad3dbfd323fe2823a536d4268eb9209f1235464ce83a45f8531c682",
             "tokenizer.json": "325e6539e09081160e94f36b13f0869734587b16be2add1a6848ba7eb4c10c38",
             "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
             "tokenizer_config.json": "7b082b48a08a0b5c5939d99472e33addce3d96202155e33f7928cecd171186a0",
