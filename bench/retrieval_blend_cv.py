@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval_blends import SETS, _minmax, _queries
+from retrieval_blends import SETS, _ce_scores, _minmax, _queries
 from retrieval_quality import WORK
 
 WEIGHTS = [round(float(w), 2) for w in np.arange(0, 1.0001, 0.05)]
@@ -37,19 +37,17 @@ def per_query(ce, name: str) -> np.ndarray:  # type: ignore[no-untyped-def]
     hybrid = idx.retrieve(texts, k=100, retriever="hybrid")
     rankings = ce.rerank_many(texts, [idx.documents(c.slots) for c in hybrid], k=None)
     qr = [ir_measures.Qrel(q, d, g) for q, docs in qrels.items() for d, g in docs.items()]
+    ids = [idx.doc_ids(c.slots) for c in hybrid]
+    ces = [_ce_scores(r, len(c)) for r, c in zip(rankings, hybrid, strict=True)]
+    first = [_minmax(c.scores.astype(float)) for c in hybrid]
     out = np.zeros((len(WEIGHTS), len(qids)))
     for wi, w in enumerate(WEIGHTS):
         scored = []
         for qi, q in enumerate(qids):
-            c = hybrid[qi]
-            n = len(c)
-            ids = idx.doc_ids(c.slots)
-            p = np.zeros(n)
-            for h in rankings[qi].hits:
-                p[h.index] = h.score
-            s = w * p + (1 - w) * _minmax(c.scores.astype(float)) if w > 0 else -np.arange(n, dtype=float)
+            n = len(hybrid[qi])
+            s = w * ces[qi] + (1 - w) * first[qi] if w > 0 else -np.arange(n, dtype=float)
             order = np.lexsort((np.arange(n), -s))
-            scored += [ir_measures.ScoredDoc(q, ids[i], float(-j)) for j, i in enumerate(order)]
+            scored += [ir_measures.ScoredDoc(q, ids[qi][i], float(-j)) for j, i in enumerate(order)]
         got = {m.query_id: float(m.value) for m in ir_measures.iter_calc([nDCG @ 10], qr, scored)}
         out[wi] = [got.get(q, 0.0) for q in qids]
     idx.close()

@@ -53,6 +53,14 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / (x.max() - x.min()) if x.max() > x.min() else np.zeros_like(x)
 
 
+def _ce_scores(ranking: Any, n: int) -> np.ndarray:
+    """The cross-encoder's scores of a query's ``n`` candidates, in the first stage's order."""
+    out = np.zeros(n)
+    for h in ranking.hits:
+        out[h.index] = h.score
+    return out
+
+
 def _ranks(scores: np.ndarray) -> np.ndarray:
     out = np.empty(scores.size)
     out[np.argsort(-scores, kind="stable")] = np.arange(1, scores.size + 1)
@@ -73,9 +81,7 @@ def variants(ce: Any, name: str, split: str = "test") -> dict[str, float]:
         c = hybrid[qi]
         n = len(c)
         ids = idx.doc_ids(c.slots)
-        ces = np.zeros(n)
-        for h in rankings[qi].hits:
-            ces[h.index] = h.score
+        ces = _ce_scores(rankings[qi], n)
         r_h = np.arange(1, n + 1, dtype=float)
         r_ce = _ranks(ces)
         bm_rank = {s: i + 1 for i, s in enumerate(bm25[qi].slots.tolist())}
