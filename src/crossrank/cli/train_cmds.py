@@ -89,6 +89,7 @@ def train_cmd(
     from crossrank.train.data import (
         MiningReport,
         MiningSettings,
+        corpus_candidates,
         first_stage_candidates,
         load_beir,
         mine_groups,
@@ -125,10 +126,8 @@ def train_cmd(
         corpus, queries, qrels = load_beir(data, split)
         source: Any = candidates
         if source is None:
-            from crossrank.train.distill import _first_stage
-
             judged = {q: t for q, t in queries.items() if q in qrels}
-            cands = _first_stage(data / "corpus.jsonl", judged, depth, retriever or "bm25")
+            cands = corpus_candidates(data / "corpus.jsonl", judged, depth=depth, retriever=retriever or "bm25")
         else:
             cands = first_stage_candidates(source, queries, depth=depth, retriever=retriever)
         settings = MiningSettings(

@@ -8,6 +8,7 @@ Everything becomes a :class:`Group`: one query with one or more documents, their
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from crossrank.io import read_beir_corpus, read_beir_queries, read_jsonl, read_q
 
 if TYPE_CHECKING:
     from crossrank.rerank.cross_encoder import CrossEncoder
+    from crossrank.retrieve.index import Index
 
 __all__ = ["Group", "MiningReport", "MiningSettings", "doc_text", "mine_groups", "read_pairs", "read_triples"]
 
@@ -195,7 +197,7 @@ def load_beir(
 
 
 def first_stage_candidates(
-    source: str | Path | Mapping[str, Sequence[str]],
+    source: str | Path | Mapping[str, Sequence[str]] | Index,
     queries: Mapping[str, str],
     *,
     depth: int,
@@ -203,18 +205,35 @@ def first_stage_candidates(
 ) -> dict[str, list[str]]:
     """Return each query's first-stage candidate ids, best first.
 
-    ``source`` is a TREC run file, an index folder (searched with ``retriever``), or ready lists.
+    ``source`` is a TREC run file, an index (or its folder; searched with ``retriever``), or ready lists.
     """
-    if isinstance(source, Mapping):
-        return {q: list(v)[:depth] for q, v in source.items()}
-    path = Path(source)
-    if path.is_file():
-        return {q: [d for d, _ in hits[:depth]] for q, hits in read_trec_run(path).items()}
+    from crossrank.retrieve.index import Index
     from crossrank.retrieve.pipeline import Pipeline
 
-    pipe = Pipeline(path, reranker=None)
+    if isinstance(source, Mapping):
+        return {q: list(v)[:depth] for q, v in source.items()}
+    if not isinstance(source, Index) and Path(source).is_file():
+        return {q: [d for d, _ in hits[:depth]] for q, hits in read_trec_run(Path(source)).items()}
+    pipe = Pipeline(source, reranker=None)
     results = pipe.search_many(dict(queries), k=depth, depth=depth, retriever=retriever, rerank=False)  # type: ignore[arg-type]
     return {str(r.query_id): r.doc_ids() for r in results}
+
+
+def corpus_candidates(
+    corpus_file: str | Path, queries: Mapping[str, str], *, depth: int, retriever: str = "bm25"
+) -> dict[str, list[str]]:
+    """Return each query's top ``depth`` document ids in a corpus, searched through a temporary index.
+
+    ``retriever`` is ``"bm25"``, ``"dense"`` (the default bi-encoder) or ``"hybrid"``.
+    """
+    from crossrank.retrieve.index import Index
+
+    with tempfile.TemporaryDirectory(prefix="crossrank-candidates-") as tmp:
+        index = Index.build(Path(tmp) / retriever, corpus_file, retriever=retriever)  # type: ignore[arg-type]
+        try:
+            return first_stage_candidates(index, queries, depth=depth, retriever=retriever)
+        finally:
+            index.close()
 
 
 def mine_groups(

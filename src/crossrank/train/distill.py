@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 from crossrank._deps import require
 from crossrank.errors import ConfigError, InputError
-from crossrank.train.data import Group, doc_text
+from crossrank.train.data import Group, corpus_candidates, doc_text
 
 __all__ = [
     "DistillReport",
@@ -385,12 +384,12 @@ def source_candidates(
         run = read_trec_run(run_path)
         candidates = {q: [d for d, _ in run.get(q, [])[: source.depth] if d in corpus] for q in queries}
     else:
-        candidates = _first_stage(root / "corpus.jsonl", queries, source.depth, source.retriever)
+        candidates = corpus_candidates(root / "corpus.jsonl", queries, depth=source.depth, retriever=source.retriever)
     documents: dict[str, dict[str, Any]] = {d: corpus[d] for ids in candidates.values() for d in ids}
     if pooled:
         pool = Path(str(source.pool))
         pool_file = pool / "corpus.jsonl" if pool.is_dir() else pool
-        extra = _first_stage(pool_file, queries, source.pool_depth, source.retriever)
+        extra = corpus_candidates(pool_file, queries, depth=source.pool_depth, retriever=source.retriever)
         pool_corpus = read_beir_corpus(pool_file)
         for q, ids in extra.items():
             seen = set(candidates.get(q, []))
@@ -403,23 +402,6 @@ def source_candidates(
     if not candidates:
         raise InputError(f"distillation source {root}: no query has candidates; check the run and the split")
     return {q: queries[q] for q in candidates}, candidates, documents
-
-
-def _first_stage(
-    corpus_file: Path, queries: Mapping[str, str], depth: int, retriever: str = "bm25"
-) -> dict[str, list[str]]:
-    """Return each query's top ``depth`` document ids in ``corpus_file`` by a temporary index."""
-    from crossrank.retrieve.index import Index
-    from crossrank.retrieve.pipeline import Pipeline
-
-    with tempfile.TemporaryDirectory(prefix="crossrank-distill-") as tmp:
-        index = Index.build(Path(tmp) / retriever, corpus_file, retriever=retriever)  # type: ignore[arg-type]
-        try:
-            pipe = Pipeline(index, reranker=None)
-            results = pipe.search_many(dict(queries), k=depth, depth=depth, rerank=False)
-        finally:
-            index.close()
-        return {str(r.query_id): r.doc_ids() for r in results}
 
 
 def distill_groups(
@@ -623,7 +605,7 @@ def load_dev(spec: Mapping[str, Any], *, seed: int = 13) -> Any:
         run = read_trec_run(run_path)
         candidates = {q: [d for d, _ in run.get(q, [])[:depth] if d in corpus] for q in queries}
     else:
-        candidates = _first_stage(root / "corpus.jsonl", queries, depth)
+        candidates = corpus_candidates(root / "corpus.jsonl", queries, depth=depth)
     documents = {d: doc_text(corpus[d]) for ids in candidates.values() for d in ids}
     return DevSet(
         queries=queries,
