@@ -23,7 +23,18 @@ if TYPE_CHECKING:
     from crossrank.rerank.cross_encoder import CrossEncoder
     from crossrank.retrieve.index import Index
 
-__all__ = ["Group", "MiningReport", "MiningSettings", "doc_text", "mine_groups", "read_pairs", "read_triples"]
+__all__ = [
+    "Group",
+    "MiningReport",
+    "MiningSettings",
+    "corpus_candidates",
+    "doc_text",
+    "first_stage_candidates",
+    "load_beir",
+    "mine_groups",
+    "read_pairs",
+    "read_triples",
+]
 
 log = logging.getLogger(__name__)
 
