@@ -138,3 +138,34 @@ def test_sigkill_during_a_first_build_gives_a_clear_error(corpora: dict[str, Pat
     current = (manifest_dir / "CURRENT").read_text().strip()
     manifest = json.loads((manifest_dir / current / "manifest.json").read_text())
     assert manifest["counts"]["documents"] == 3204 and manifest["retriever"] == "bm25"
+
+
+def test_the_next_write_removes_every_kind_of_leftover(corpora: dict[str, Path], tmp_path: Path) -> None:
+    """Each kill window leaves something different; the random kills above reach the narrow ones only by chance."""
+    folder = tmp_path / "index"
+    Index.build(folder, corpora["old"])
+    expected = _results(folder)
+    leftovers = [
+        folder / ".tmp-CURRENT-0123abcd",  # killed inside the atomic write of CURRENT: a file, not a folder
+        folder / ".tmp-gen-0123456789ab",  # killed while a generation was written
+        folder / ".tmp-seg-0123456789ab",  # killed while a segment was written
+        folder / "gen-999999",  # a generation written but never made current
+        folder / "segments" / "seg-999999",  # a segment no generation refers to
+        folder / "segments" / "stray-file",
+    ]
+    for p in leftovers:
+        if p.name.startswith((".tmp-CURRENT", "stray")):
+            p.write_text("gen-999999\n", encoding="utf-8")
+        else:
+            p.mkdir()
+            (p / "part.bin").write_bytes(b"\0" * 16)
+    assert _results(folder) == expected  # a reader ignores them
+    index = Index.open(folder)
+    try:
+        index.delete(["1"])
+    finally:
+        index.close()
+    assert not [p for p in leftovers if p.exists()]
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("gen-")) == [
+        (folder / "CURRENT").read_text().strip()
+    ]

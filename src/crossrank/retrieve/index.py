@@ -831,14 +831,23 @@ class _LiveTokenChunks:
 
 
 def _collect_garbage(root: Path, current: str, segments: set[str]) -> None:
+    """Remove old generations, unreferenced segments and whatever a killed write left (folders or files)."""
     for p in root.iterdir():
         if (p.name.startswith("gen-") and p.name != current) or p.name.startswith(".tmp-"):
-            shutil.rmtree(p, ignore_errors=True)
+            _remove(p)
     seg_root = root / "segments"
     if seg_root.is_dir():
         for p in seg_root.iterdir():
             if p.name not in segments:
-                shutil.rmtree(p, ignore_errors=True)
+                _remove(p)
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder tree or a single file; a killed write leaves both kinds (e.g. ``.tmp-CURRENT-*``)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
