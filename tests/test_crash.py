@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,10 @@ from crossrank.retrieve.index import Index
 mode, folder, corpus = sys.argv[1:4]
 if mode == "build":
     Index.build(folder, corpus, overwrite=True, chunk_size=256)
+elif mode == "compact":
+    Index.open(folder).compact()
+elif mode == "open":
+    Index.open(folder).close()
 else:
     Index.open(folder).add(corpus, on_conflict="replace", chunk_size=256)
 print("done", flush=True)
@@ -116,8 +121,6 @@ def test_sigkill_during_a_first_build_gives_a_clear_error(corpora: dict[str, Pat
     errors = 0
     for _trial in range(4):
         if folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         finished = _write("build", folder, corpora["full"], rng.uniform(0.2, full_time * 0.9))
         if finished:
@@ -140,6 +143,53 @@ def test_sigkill_during_a_first_build_gives_a_clear_error(corpora: dict[str, Pat
     assert manifest["counts"]["documents"] == 3204 and manifest["retriever"] == "bm25"
 
 
+def test_sigkill_during_a_compaction_leaves_the_same_index(tmp_path: Path) -> None:
+    # 45k real documents from four collections: enough for the compaction to be hit mid-way
+    records = []
+    for name in ("trec-dl-2019-passage", "trec-dl-2021-passage", "vaswani", "wikiqa"):
+        for line in (beir(name) / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            record["_id"] = f"{name}/{record['_id']}"
+            records.append(record)
+    halves = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for path, part in zip(halves, (records[:30000], records[30000:]), strict=True):
+        path.write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+    updated = tmp_path / "updated"  # three segments (build, add, upsert) and dead rows
+    index = Index.build(updated, halves[0])
+    index.add(halves[1])
+    index.update([{"id": str(records[0]["_id"]), "text": "numerical integration error bounds for sorting programs"}])
+    index.delete([str(r["_id"]) for r in records[1::7]])
+    index.close()
+    want = _results(updated)
+
+    reference = tmp_path / "reference"
+    shutil.copytree(updated, reference)
+    started = time.perf_counter()
+    _write("open", reference, reference, None)
+    opened = time.perf_counter() - started  # the interpreter, the imports and the open
+    started = time.perf_counter()
+    _write("compact", reference, reference, None)
+    full_time = time.perf_counter() - started
+    assert _results(reference) == want and len(Index.open(reference).segments) == 1
+
+    rng = random.Random(5)
+    segments = []
+    for trial in range(6):
+        folder = tmp_path / f"trial{trial}"
+        shutil.copytree(updated, folder)
+        _write("compact", folder, folder, rng.uniform(opened, full_time))
+        assert _results(folder) == want, f"trial {trial}: a killed compaction changed the results"
+        index = Index.open(folder)
+        segments.append(len(index.segments))
+        index.close()
+        _write("compact", folder, folder, None)  # the next one finishes and cleans up
+        assert _results(folder) == want
+        assert len(Index.open(folder).segments) == 1
+        assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+        shutil.rmtree(folder)
+    assert 3 in segments  # some kills landed before the commit
+
+
 def test_the_next_write_removes_every_kind_of_leftover(corpora: dict[str, Path], tmp_path: Path) -> None:
     """Each kill window leaves something different; the random kills above reach the narrow ones only by chance."""
     folder = tmp_path / "index"
@@ -153,19 +203,30 @@ def test_the_next_write_removes_every_kind_of_leftover(corpora: dict[str, Path],
         folder / "segments" / "seg-999999",  # a segment no generation refers to
         folder / "segments" / "stray-file",
     ]
-    for p in leftovers:
-        if p.name.startswith((".tmp-CURRENT", "stray")):
-            p.write_text("gen-999999\n", encoding="utf-8")
-        else:
-            p.mkdir()
-            (p / "part.bin").write_bytes(b"\0" * 16)
+
+    def leave_debris() -> None:
+        for p in leftovers:
+            if p.name.startswith((".tmp-CURRENT", "stray")):
+                p.write_text("gen-999999\n", encoding="utf-8")
+            else:
+                p.mkdir()
+                (p / "part.bin").write_bytes(b"\0" * 16)
+
+    def only_the_current_generation() -> bool:
+        current = (folder / "CURRENT").read_text().strip()
+        return [p.name for p in folder.iterdir() if p.name.startswith("gen-")] == [current]
+
+    leave_debris()
     assert _results(folder) == expected  # a reader ignores them
     index = Index.open(folder)
     try:
         index.delete(["1"])
+        assert not [p for p in leftovers if p.exists()] and only_the_current_generation()
+        # a compaction with nothing to merge writes nothing, but it clears the debris too
+        assert index.compact().purged == 1
+        generation = index.generation
+        leave_debris()
+        assert index.compact().purged == 0 and index.generation == generation
+        assert not [p for p in leftovers if p.exists()] and only_the_current_generation()
     finally:
         index.close()
-    assert not [p for p in leftovers if p.exists()]
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("gen-")) == [
-        (folder / "CURRENT").read_text().strip()
-    ]

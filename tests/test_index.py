@@ -97,6 +97,76 @@ def test_add_then_update_then_delete_equals_a_fresh_build(
         _assert_same(_ranked(Index.open(grown.folder), retriever), _ranked(fresh, retriever))
 
 
+def test_compact_merges_segments_and_drops_dead_rows_with_the_same_results(
+    hybrid_index: Index, cisi_slice: Path, tmp_path: Path
+) -> None:
+    records = _records(cisi_slice)
+    enc = hybrid_index.encoder
+    first = _write(tmp_path / "a.jsonl", records[:150])
+    index = Index.build(tmp_path / "idx", first, retriever="hybrid", dense_model=enc)
+    index.add(_write(tmp_path / "b.jsonl", records[150:]))
+    target = str(records[160]["_id"])
+    index.update([{"id": target, "title": "", "text": "zeppelin airship mooring masts", "metadata": {"v": 2}}])
+    gone = [str(r["_id"]) for r in records[20:60]]
+    index.delete(gone)
+    assert len(index.segments) == 3 and index.info()["counts"]["deleted"] == 41
+    before = {r: _ranked(index, r, k=50) for r in ("bm25", "dense", "hybrid")}
+    old_segments = [index.folder / "segments" / s.name for s in index.segments]
+    size_before = index.info()["bytes_on_disk"]
+
+    reader = Index.open(index.folder)  # opened before: keeps answering from the files it holds open
+    report = index.compact()
+    assert report.purged == 41 and report.to_dict()["purged"] == 41
+    for retriever, want in before.items():
+        _assert_same(_ranked(reader, retriever, k=50), want)
+    with pytest.raises(IndexError_, match="changed since it was opened"):
+        reader.delete([target])
+    reader.close()
+    assert len(index.segments) == 1 and len(index) == 260 and index.info()["counts"]["deleted"] == 0
+    assert index.live.all() and index.live.size == 260
+    assert not [p for p in old_segments if p.exists()]
+    assert index.info()["bytes_on_disk"] < size_before
+    # the same documents with the same scores, from this object and from a reopened index
+    for reopened in (index, Index.open(index.folder)):
+        for retriever, want in before.items():
+            _assert_same(_ranked(reopened, retriever, k=50), want)
+    assert index.get([target, gone[0]]) == [
+        {"id": target, "title": "", "text": "zeppelin airship mooring masts", "metadata": {"v": 2}},
+        None,
+    ]
+    # stored rows keep their slot order: the first stage's ties break the same way
+    assert index.doc_ids(np.arange(3)) == [str(r["_id"]) for r in records[:3]]
+
+    generation = index.generation
+    assert index.compact().purged == 0 and index.generation == generation  # nothing to do: nothing written
+    index.add([{"id": "new-1", "text": "zeppelin airship mooring"}])  # and writes go on from there
+    assert index.doc_ids(index.retrieve(["zeppelin airship"], k=2, retriever="bm25")[0].slots) == ["new-1", target]
+
+
+def test_compact_copies_int8_vectors_as_stored_and_rebuilds_the_hnsw_graph(
+    hybrid_index: Index, cisi_slice: Path, tmp_path: Path
+) -> None:
+    records = _records(cisi_slice)
+    enc = hybrid_index.encoder
+    index = Index.build(
+        tmp_path / "idx", _write(tmp_path / "a.jsonl", records[:200]), retriever="dense", dense_model=enc,
+        dtype="int8", ann="hnsw",
+    )  # fmt: skip
+    index.add(_write(tmp_path / "b.jsonl", records[200:]))
+    index.delete([str(r["_id"]) for r in records[:30]])
+    before = _ranked(index, "dense", k=10)
+    full = [dict(q) for q in _ranked(index, "dense", k=270)]
+    index.compact()
+    seg = index.folder / "segments" / index.segments[0].name
+    assert index.segments[0].hnsw and (seg / "hnsw.usearch").is_file() and (seg / "scales.bin").is_file()
+    assert (seg / "vectors.bin").stat().st_size == 270 * 384  # one byte per dimension: not re-quantized as float
+    after = _ranked(index, "dense", k=10)
+    overlap = np.mean([len({d for d, _ in a} & {d for d, _ in b}) / 10 for a, b in zip(after, before, strict=True)])
+    assert overlap >= 0.9
+    for q, scores in zip(after, full, strict=True):  # exact products with the stored int8 vectors, copied as they are
+        np.testing.assert_allclose([s for _, s in q], [scores[d] for d, _ in q], rtol=1e-6, atol=1e-6)
+
+
 def test_a_different_dense_model_is_refused(hybrid_index: Index) -> None:
     with pytest.raises(IndexError_, match="query_prompt"):
         Index.open(hybrid_index.folder, dense_model=BiEncoder("bge-small-en", query_prompt=""))

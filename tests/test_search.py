@@ -132,6 +132,11 @@ def test_cli_index_and_search(cisi_slice: Path, tmp_path: Path) -> None:
     assert res.returncode == 2 and "already in the index" in res.stderr and "Traceback" not in res.stderr
     res = crossrank("index", "delete", "--index", str(idx), "new-1", "1")
     assert res.returncode == 0 and json.loads(res.stdout)["documents"] == 299
+    res = crossrank("index", "compact", "--index", str(idx), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["documents"] == 299 and out["segments"] == {"before": 2, "after": 1} and out["report"]["purged"] == 2
+    assert out["bytes_on_disk"]["after"] < out["bytes_on_disk"]["before"]
 
     queries = tmp_path / "queries.jsonl"
     queries.write_text(

@@ -1,4 +1,4 @@
-"""``crossrank index build|add|delete|info`` and ``crossrank search``."""
+"""``crossrank index build|add|delete|compact|info`` and ``crossrank search``."""
 
 from __future__ import annotations
 
@@ -122,6 +122,29 @@ def index_delete(
     idx = Index.open(index)
     report = idx.delete(wanted, missing="ignore" if ignore_missing else "error")
     _print_jsonl([{"index": str(index), "documents": len(idx), "report": report.to_dict()}])
+
+
+@index_app.command("compact")
+@_cli_errors
+def index_compact(index: IndexOpt, progress: ProgressOpt = True) -> None:
+    """Merge the segments into one and drop deleted and replaced rows (same results, less to search)."""
+    from crossrank.retrieve.index import Index
+
+    idx = Index.open(index)
+    before = idx.info()["bytes_on_disk"], len(idx.segments)
+    report = idx.compact(progress=progress)
+    after = idx.info()["bytes_on_disk"], len(idx.segments)
+    _print_jsonl(
+        [
+            {
+                "index": str(index),
+                "documents": len(idx),
+                "segments": {"before": before[1], "after": after[1]},
+                "bytes_on_disk": {"before": before[0], "after": after[0]},
+                "report": report.to_dict(),
+            }
+        ]
+    )
 
 
 @index_app.command("info")

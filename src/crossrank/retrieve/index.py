@@ -11,7 +11,8 @@ only then points ``CURRENT`` at the new generation (``os.replace``). A write kil
 leaves ``CURRENT`` on the previous complete generation; the debris is removed by the next write.
 Segments are never modified after they are written: adding documents writes a new segment,
 deleting flips bits in the generation's ``live.npy``, and BM25 is rebuilt over the live documents
-(its statistics are global).
+(its statistics are global). :meth:`Index.compact` copies the live rows of all segments into one new
+segment and drops the old ones.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class WriteReport:
         added: documents added.
         replaced: documents that replaced an older version with the same id.
         deleted: documents deleted.
+        purged: dead rows (deleted or replaced documents) that :meth:`Index.compact` dropped from disk.
         corpus: the corpus reader's report (records read, kept, skipped and why).
         seconds: wall time.
     """
@@ -72,6 +74,7 @@ class WriteReport:
     added: int = 0
     replaced: int = 0
     deleted: int = 0
+    purged: int = 0
     corpus: CorpusReport = field(default_factory=CorpusReport)
     seconds: float = 0.0
 
@@ -81,6 +84,7 @@ class WriteReport:
             "added": self.added,
             "replaced": self.replaced,
             "deleted": self.deleted,
+            "purged": self.purged,
             "corpus": self.corpus.to_dict(),
             "seconds": round(self.seconds, 3),
         }
@@ -468,6 +472,47 @@ class Index:
         report.seconds = time.perf_counter() - started
         return report
 
+    def compact(self, *, progress: bool = False) -> WriteReport:
+        """Merge the segments into one and drop the rows of deleted and replaced documents.
+
+        Each ``add`` writes a segment, and ``delete`` / ``update`` only mark rows dead, so an index
+        that is updated often searches many segments and keeps dead rows on disk. Compacting copies
+        the live documents' stored records, BM25 term ids and vectors as they are (nothing is
+        re-analysed or re-embedded) into one segment, in the same order, rebuilds BM25 and, when due,
+        the HNSW graph, and commits like any other write (crash-safe; readers are never blocked).
+        Every first stage returns the same documents with the same scores before and after.
+
+        Returns:
+            a report whose ``purged`` counts the dead rows dropped. An index that is one segment
+            without dead rows is left as it is (only what killed writes left behind is removed).
+
+        Raises:
+            IndexError_: another process is writing the index, or it changed since it was opened.
+        """
+        report = WriteReport()
+        started = time.perf_counter()
+        with _WriteLock(self.folder):
+            self._check_current()
+            dead = int((~self.live).sum())
+            if len(self.segments) <= 1 and dead == 0:  # nothing to merge; still clear what killed writes left
+                _collect_garbage(self.folder, self.generation, {s.name for s in self.segments})
+                report.seconds = time.perf_counter() - started
+                return report
+            manifest = json.loads(json.dumps(self.manifest))
+            tokenizer = (
+                BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
+                if self.bm25_settings is not None
+                else None
+            )
+            seg = _copy_live_rows(
+                self.folder, self.segments, self.live, manifest, progress=progress, threads=self.threads
+            )
+            _commit(self.folder, manifest, [seg], np.ones(seg.count, np.bool_), tokenizer, progress=progress)
+            report.purged = dead
+        self._reload()
+        report.seconds = time.perf_counter() - started
+        return report
+
     def _check_current(self) -> None:
         current = (self.folder / "CURRENT").read_text(encoding="utf-8").strip()
         if current != self.generation:
@@ -730,12 +775,21 @@ def _write_segment(
     if count == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         return None
+    return _seal_segment(root, tmp, count=count, start=start, manifest=manifest, progress=progress, threads=threads)
+
+
+def _seal_segment(
+    root: Path, tmp: Path, *, count: int, start: int, manifest: dict[str, Any], progress: bool, threads: int
+) -> _Segment:
+    """Give a written segment folder its HNSW graph (when due), fsync it and rename it into ``segments/``."""
     hnsw = False
-    if writer is not None and dense is not None:
+    dense = manifest.get("dense")
+    if dense is not None:
         ann = dense["ann"]
         hnsw = ann == "hnsw" or (ann == "auto" and count >= HNSW_FROM)
         if hnsw:
-            reader = VectorReader(tmp, count, writer.dim, dense["dtype"], hnsw=False)
+            dim = int(dense["fingerprint"]["dim"])
+            reader = VectorReader(tmp, count, dim, dense["dtype"], hnsw=False)
             with _progress(progress, "HNSW graph") as p:
                 if p is not None:
                     p.add_task("building the HNSW graph", total=None)
@@ -753,6 +807,89 @@ def _write_segment(
     os.replace(tmp, root / "segments" / name)
     _fsync_dir(root / "segments")
     return _Segment(name=name, start=start, count=count, hnsw=hnsw)
+
+
+def _copy_live_rows(
+    root: Path,
+    segments: Sequence[_Segment],
+    live: npt.NDArray[np.bool_],
+    manifest: dict[str, Any],
+    *,
+    progress: bool,
+    threads: int,
+    rows_per_step: int = 65536,
+) -> _Segment:
+    """Write one new segment holding the live rows of ``segments``, in slot order, copied as stored."""
+    (root / "segments").mkdir(exist_ok=True)
+    tmp = root / f".tmp-seg-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    dense = manifest.get("dense")
+    dim = int(dense["fingerprint"]["dim"]) if dense else 0
+    vec_dtype = np.int8 if dense and dense["dtype"] == "int8" else np.float32
+    files: list[Any] = []
+    db = sqlite3.connect(tmp / "docs.sqlite", uri=True)
+    try:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute(
+            "CREATE TABLE docs (row INTEGER PRIMARY KEY, id TEXT NOT NULL, title TEXT, text TEXT, metadata TEXT)"
+        )
+        db.execute("CREATE TEMP TABLE keep (old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
+        if dense:
+            files.append(vec_fh := (tmp / "vectors.bin").open("wb"))
+            if dense["dtype"] == "int8":
+                files.append(scale_fh := (tmp / "scales.bin").open("wb"))
+        count = 0
+        with _progress(progress, "compacting") as p:
+            task = p.add_task("copying the live documents", total=int(live.sum())) if p is not None else None
+            for seg in segments:
+                folder = root / "segments" / seg.name
+                rows = np.flatnonzero(live[seg.start : seg.start + seg.count])
+                if rows.size == 0:
+                    continue
+                # the records: one INSERT ... SELECT through an attached copy of the segment's store
+                db.execute("DELETE FROM keep")
+                db.executemany(
+                    "INSERT INTO keep VALUES (?, ?)", zip(rows.tolist(), range(count, count + rows.size), strict=True)
+                )
+                db.execute("ATTACH DATABASE ? AS src", (f"file:{folder / 'docs.sqlite'}?mode=ro&immutable=1",))
+                db.execute(
+                    "INSERT INTO docs SELECT keep.new, d.id, d.title, d.text, d.metadata "
+                    "FROM src.docs AS d JOIN keep ON d.row = keep.old ORDER BY keep.new"
+                )
+                db.commit()
+                db.execute("DETACH DATABASE src")
+                if dense:
+                    reader = VectorReader(folder, seg.count, dim, dense["dtype"], hnsw=False)
+                    for a in range(0, rows.size, rows_per_step):
+                        part = rows[a : a + rows_per_step]
+                        vec_fh.write(np.ascontiguousarray(reader.vectors[part], dtype=vec_dtype).tobytes())
+                        if reader.scales is not None:
+                            scale_fh.write(np.ascontiguousarray(reader.scales[part], dtype=np.float32).tobytes())
+                    del reader
+                count += int(rows.size)
+                if p is not None and task is not None:
+                    p.update(task, advance=int(rows.size))
+        if manifest["bm25"] is not None:
+            with (tmp / "tokens.bin").open("wb") as tok_fh, (tmp / "lengths.bin").open("wb") as len_fh:
+                for flat, lengths in _LiveTokenChunks(root, list(segments), live):
+                    tok_fh.write(flat.astype(np.int32).tobytes())
+                    len_fh.write(lengths.astype(np.int32).tobytes())
+        db.execute("CREATE UNIQUE INDEX docs_id ON docs(id)")
+        db.commit()
+        db.close()
+        for fh in files:
+            fh.close()
+        files.clear()
+        if count == 0:
+            raise IndexError_(f"index {root} has no live documents to keep; build a new index instead")
+        return _seal_segment(root, tmp, count=count, start=0, manifest=manifest, progress=progress, threads=threads)
+    except BaseException:
+        db.close()
+        for fh in files:
+            fh.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _commit(
