@@ -212,6 +212,10 @@ def test_models_health_ready(url: str) -> None:
     assert models["data"][0]["max_length"] == 512 and models["models"][0]["endpoints"] == ["rerank"]
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     assert httpx.get(f"{url}/ready").json() == {"status": "ready", "model": "default"}
+    for path in ("/health", "/ready", "/"):  # probes that send HEAD get an answer without a body
+        head = httpx.head(f"{url}{path}")
+        assert head.status_code == 200 and head.content == b"", path
+    assert httpx.head(f"{url}/").headers["content-type"].startswith("text/html")
     spec = httpx.get(f"{url}/openapi.json").json()
     assert {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/v1/search", "/v1/models", "/metrics"} <= set(
         spec["paths"]

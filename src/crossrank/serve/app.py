@@ -364,6 +364,11 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             raise ApiError("unavailable", "not ready: the server is starting or shutting down")
         return {"status": "ready", "model": served.name}
 
+    # load balancers and uptime checkers probe with HEAD as often as with GET (kept out of the schema,
+    # where a second method on the same function would repeat its operation id)
+    for path, probe in (("/health", health), ("/ready", ready)):
+        app.add_api_route(path, probe, methods=["HEAD"], response_model=Status, include_in_schema=False)
+
     @app.get(
         "/metrics",
         response_class=Response,
@@ -378,7 +383,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
 def _add_playground(app: FastAPI) -> None:
     """Serve the playground page at ``/`` and its assets under ``/static``, outside the OpenAPI description."""
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def playground() -> Response:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
