@@ -167,6 +167,19 @@ def test_compact_copies_int8_vectors_as_stored_and_rebuilds_the_hnsw_graph(
         np.testing.assert_allclose([s for _, s in q], [scores[d] for d, _ in q], rtol=1e-6, atol=1e-6)
 
 
+def test_an_index_folder_may_have_any_name(tmp_path: Path) -> None:
+    # SQLite reads its path as a URI: '#' and '?' once cut it short, and '%41' was read as 'A'
+    folder = tmp_path / "odd #name? 100%41 ü" / "index"
+    index = Index.build(folder, [{"id": "a", "text": "zeppelin airship"}, {"id": "b", "text": "library catalogue"}])
+    assert [r["text"] for r in index.get(["a", "b"])] == ["zeppelin airship", "library catalogue"]  # type: ignore[index]
+    index.add([{"id": "c", "text": "airship mooring mast"}])
+    index.delete(["b"])
+    assert index.compact().purged == 1
+    reopened = Index.open(folder)
+    assert sorted(reopened.doc_ids(reopened.retrieve(["airship"], k=2)[0].slots)) == ["a", "c"]
+    assert [r and r["text"] for r in reopened.get(["b", "c"])] == [None, "airship mooring mast"]
+
+
 def test_a_different_dense_model_is_refused(hybrid_index: Index) -> None:
     with pytest.raises(IndexError_, match="query_prompt"):
         Index.open(hybrid_index.folder, dense_model=BiEncoder("bge-small-en", query_prompt=""))

@@ -27,6 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class Index:
                 )
         self._db: list[sqlite3.Connection] = [
             sqlite3.connect(
-                f"file:{folder / 'segments' / s.name / 'docs.sqlite'}?mode=ro&immutable=1",
+                _readonly_uri(folder / "segments" / s.name / "docs.sqlite"),
                 uri=True,
                 check_same_thread=False,
             )
@@ -852,7 +853,7 @@ def _copy_live_rows(
                 db.executemany(
                     "INSERT INTO keep VALUES (?, ?)", zip(rows.tolist(), range(count, count + rows.size), strict=True)
                 )
-                db.execute("ATTACH DATABASE ? AS src", (f"file:{folder / 'docs.sqlite'}?mode=ro&immutable=1",))
+                db.execute("ATTACH DATABASE ? AS src", (_readonly_uri(folder / "docs.sqlite"),))
                 db.execute(
                     "INSERT INTO docs SELECT keep.new, d.id, d.title, d.text, d.metadata "
                     "FROM src.docs AS d JOIN keep ON d.row = keep.old ORDER BY keep.new"
@@ -1045,6 +1046,11 @@ class _WriteLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
+
+
+def _readonly_uri(db_file: Path) -> str:
+    """Return a SQLite URI that opens ``db_file`` read-only, whatever its path holds (``#``, ``?``, ``%``)."""
+    return f"file:{urllib.parse.quote(str(db_file.absolute()))}?mode=ro&immutable=1"
 
 
 def _atomic_write(path: Path, text: str) -> None:
