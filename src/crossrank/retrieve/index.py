@@ -371,11 +371,7 @@ class Index:
         with _WriteLock(self.folder):
             self._check_current()
             manifest = json.loads(json.dumps(self.manifest))
-            tokenizer = (
-                BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
-                if self.bm25_settings is not None
-                else None
-            )
+            tokenizer = self._write_tokenizer()
             live = self.live.copy()
             replaced_slots: list[int] = []
 
@@ -462,11 +458,7 @@ class Index:
             if not live.any():
                 raise InputError("deleting these ids would leave the index empty; build a new index instead")
             manifest = json.loads(json.dumps(self.manifest))
-            tokenizer = (
-                BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
-                if self.bm25_settings is not None
-                else None
-            )
+            tokenizer = self._write_tokenizer()
             _commit(self.folder, manifest, list(self.segments), live, tokenizer, progress=False)
             report.deleted = len(found)
         self._reload()
@@ -500,11 +492,7 @@ class Index:
                 report.seconds = time.perf_counter() - started
                 return report
             manifest = json.loads(json.dumps(self.manifest))
-            tokenizer = (
-                BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
-                if self.bm25_settings is not None
-                else None
-            )
+            tokenizer = self._write_tokenizer()
             seg = _copy_live_rows(
                 self.folder, self.segments, self.live, manifest, progress=progress, threads=self.threads
             )
@@ -513,6 +501,12 @@ class Index:
         self._reload()
         report.seconds = time.perf_counter() - started
         return report
+
+    def _write_tokenizer(self) -> BM25Tokenizer | None:
+        """Return the BM25 analyser with this generation's vocabulary, for a write to extend."""
+        if self.bm25_settings is None:
+            return None
+        return BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
 
     def _check_current(self) -> None:
         current = (self.folder / "CURRENT").read_text(encoding="utf-8").strip()
@@ -707,6 +701,15 @@ class Index:
 # ---------------------------------------------------------------------- writing
 
 
+def _new_docs_store(folder: Path) -> sqlite3.Connection:
+    """Create a segment's document store (``docs.sqlite``); the files are fsynced when the segment is sealed."""
+    db = sqlite3.connect(folder / "docs.sqlite", uri=True)  # uri: compaction ATTACHes segments by URI
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("CREATE TABLE docs (row INTEGER PRIMARY KEY, id TEXT NOT NULL, title TEXT, text TEXT, metadata TEXT)")
+    return db
+
+
 def _write_segment(
     root: Path,
     docs: Iterable[Doc],
@@ -723,10 +726,7 @@ def _write_segment(
     (root / "segments").mkdir(exist_ok=True)
     tmp = root / f".tmp-seg-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
-    db = sqlite3.connect(tmp / "docs.sqlite")
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute("CREATE TABLE docs (row INTEGER PRIMARY KEY, id TEXT NOT NULL, title TEXT, text TEXT, metadata TEXT)")
+    db = _new_docs_store(tmp)
     tok_fh = (tmp / "tokens.bin").open("wb") if tokenizer is not None else None
     len_fh = (tmp / "lengths.bin").open("wb") if tokenizer is not None else None
     dense = manifest.get("dense")
@@ -828,13 +828,8 @@ def _copy_live_rows(
     dim = int(dense["fingerprint"]["dim"]) if dense else 0
     vec_dtype = np.int8 if dense and dense["dtype"] == "int8" else np.float32
     files: list[Any] = []
-    db = sqlite3.connect(tmp / "docs.sqlite", uri=True)
+    db = _new_docs_store(tmp)
     try:
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute(
-            "CREATE TABLE docs (row INTEGER PRIMARY KEY, id TEXT NOT NULL, title TEXT, text TEXT, metadata TEXT)"
-        )
         db.execute("CREATE TEMP TABLE keep (old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
         if dense:
             files.append(vec_fh := (tmp / "vectors.bin").open("wb"))
