@@ -473,7 +473,8 @@ class Index:
         the live documents' stored records, BM25 term ids and vectors as they are (nothing is
         re-analysed or re-embedded) into one segment, in the same order, rebuilds BM25 and, when due,
         the HNSW graph, and commits like any other write (crash-safe; readers are never blocked).
-        Every first stage returns the same documents with the same scores before and after.
+        Every first stage returns the same documents with the same scores before and after (dense
+        scores up to the last float32 bit, which can swap near-ties).
 
         Returns:
             a report whose ``purged`` counts the dead rows dropped. An index that is one segment
