@@ -167,6 +167,38 @@ def test_compact_copies_int8_vectors_as_stored_and_rebuilds_the_hnsw_graph(
         np.testing.assert_allclose([s for _, s in q], [scores[d] for d, _ in q], rtol=1e-6, atol=1e-6)
 
 
+def test_an_add_past_max_segments_merges_them_in_the_same_write(
+    hybrid_index: Index, cisi_slice: Path, tmp_path: Path
+) -> None:
+    records = _records(cisi_slice)
+    enc = hybrid_index.encoder
+    first = _write(tmp_path / "a.jsonl", records[:100])
+    index = Index.build(tmp_path / "idx", first, retriever="hybrid", dense_model=enc)
+    gone = [str(r["_id"]) for r in records[10:15]]
+    index.delete(gone)
+    counts, purged = [], []
+    for start in range(100, 160, 10):
+        report = index.add(records[start : start + 10], max_segments=3)
+        counts.append(len(index.segments))
+        purged.append(report.purged)
+        assert report.added == 10
+    # a segment per add until a fourth would be needed; then one segment, without the dead rows
+    assert counts == [2, 3, 1, 2, 3, 1] and purged == [0, 0, 5, 0, 0, 0]
+    assert index.live.all() and len(index) == 155
+    left = [r for r in records[:160] if str(r["_id"]) not in gone]
+    fresh = Index.build(tmp_path / "fresh", _write(tmp_path / "left.jsonl", left), retriever="hybrid", dense_model=enc)
+    for retriever in ("bm25", "dense", "hybrid"):
+        _assert_same(_ranked(Index.open(index.folder), retriever), _ranked(fresh, retriever))
+    # None never merges; nonsense is refused before anything is written
+    for start in range(160, 200, 10):
+        index.add(records[start : start + 10], max_segments=None)
+    assert len(index.segments) == 5
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ConfigError, match="max_segments"):
+            index.add([{"id": "x", "text": "never added"}], max_segments=bad)  # type: ignore[arg-type]
+    assert index.get(["x"]) == [None] and len(index.segments) == 5
+
+
 def test_an_index_folder_may_have_any_name(tmp_path: Path) -> None:
     # SQLite reads its path as a URI: '#' and '?' once cut it short, and '%41' was read as 'A'
     folder = tmp_path / "odd #name? 100%41 ü" / "index"

@@ -130,6 +130,8 @@ def test_cli_index_and_search(cisi_slice: Path, tmp_path: Path) -> None:
     assert res.returncode == 0 and json.loads(res.stdout)["documents"] == 301
     res = crossrank("index", "add", "--corpus", str(extra), "--index", str(idx), "--no-progress")
     assert res.returncode == 2 and "already in the index" in res.stderr and "Traceback" not in res.stderr
+    res = crossrank("index", "add", "--corpus", str(extra), "--index", str(idx), "--max-segments", "-1")
+    assert res.returncode == 2 and "--max-segments must be >= 0" in res.stderr
     res = crossrank("index", "delete", "--index", str(idx), "new-1", "1")
     assert res.returncode == 0 and json.loads(res.stdout)["documents"] == 299
     res = crossrank("index", "compact", "--index", str(idx), "--no-progress")

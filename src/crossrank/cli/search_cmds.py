@@ -85,17 +85,23 @@ def index_add(
     index: IndexOpt,
     upsert: Annotated[bool, typer.Option(help="Replace documents whose id is already in the index.")] = False,
     skip_bad: SkipBadOpt = False,
+    max_segments: Annotated[
+        int, typer.Option(help="Merge all segments in this write when there would be more than this (0: never).")
+    ] = 32,
     progress: ProgressOpt = True,
 ) -> None:
     """Add documents (or update them, with --upsert)."""
     from crossrank.retrieve.index import Index
 
+    if max_segments < 0:
+        raise InputError(f"--max-segments must be >= 0 (0 never merges; got {max_segments})")
     idx = Index.open(index)
     report = idx.add(
         corpus,
         on_conflict="replace" if upsert else "error",
         on_error="skip" if skip_bad else "raise",
         progress=progress,
+        max_segments=max_segments or None,
     )
     _print_jsonl([{"index": str(index), "documents": len(idx), "report": report.to_dict()}])
 

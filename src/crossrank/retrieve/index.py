@@ -53,6 +53,8 @@ _RETRIEVERS = ("bm25", "dense", "hybrid")
 FORMAT = 1
 #: with ``ann="auto"``, a segment gets an HNSW graph from this many vectors up
 HNSW_FROM = 50_000
+#: an ``add`` that would leave more segments than this merges them all in the same write
+MAX_SEGMENTS = 32
 
 
 class IndexError_(InputError):
@@ -67,7 +69,8 @@ class WriteReport:
         added: documents added.
         replaced: documents that replaced an older version with the same id.
         deleted: documents deleted.
-        purged: dead rows (deleted or replaced documents) that :meth:`Index.compact` dropped from disk.
+        purged: dead rows (deleted or replaced documents) dropped from disk by :meth:`Index.compact`, or
+            by an ``add`` that merged the segments.
         corpus: the corpus reader's report (records read, kept, skipped and why).
         seconds: wall time.
     """
@@ -355,9 +358,13 @@ class Index:
         on_error: OnError = "raise",
         progress: bool = False,
         chunk_size: int = 2048,
+        max_segments: int | None = MAX_SEGMENTS,
     ) -> WriteReport:
         """Add documents; with ``on_conflict="replace"`` an existing id is updated to the new version.
 
+        Each add writes a segment. When that would leave more than ``max_segments`` segments, the
+        same write merges them all into one, as :meth:`compact` does (so many small adds neither slow
+        every query nor hold a file handle per segment); ``None`` never merges.
         The index object is reopened on the new generation when the write completes.
 
         Raises:
@@ -366,6 +373,10 @@ class Index:
         """
         if on_conflict not in ("error", "replace", "skip"):
             raise ConfigError(f"on_conflict must be 'error', 'replace' or 'skip' (got {on_conflict!r})")
+        if max_segments is not None and (isinstance(max_segments, bool) or not isinstance(max_segments, int)):
+            raise ConfigError(f"max_segments must be a whole number >= 1 or None (got {max_segments!r})")
+        if max_segments is not None and max_segments < 1:
+            raise ConfigError(f"max_segments must be >= 1, or None never to merge (got {max_segments})")
         report = WriteReport()
         started = time.perf_counter()
         with _WriteLock(self.folder):
@@ -418,6 +429,10 @@ class Index:
                     shutil.rmtree(self.folder / "segments" / seg.name, ignore_errors=True)
                 report.seconds = time.perf_counter() - started
                 return report
+            if max_segments is not None and len(segments) > max_segments:
+                merged = _copy_live_rows(self.folder, segments, live, manifest, progress=progress, threads=self.threads)
+                report.purged = int((~live).sum())
+                segments, live = [merged], np.ones(merged.count, np.bool_)
             _commit(self.folder, manifest, segments, live, tokenizer, progress=progress)
         self._reload()
         report.seconds = time.perf_counter() - started
@@ -429,9 +444,10 @@ class Index:
         *,
         on_error: OnError = "raise",
         progress: bool = False,
+        max_segments: int | None = MAX_SEGMENTS,
     ) -> WriteReport:
-        """Add documents, replacing any with the same id (an upsert)."""
-        return self.add(corpus, on_conflict="replace", on_error=on_error, progress=progress)
+        """Add documents, replacing any with the same id (an upsert); see :meth:`add`."""
+        return self.add(corpus, on_conflict="replace", on_error=on_error, progress=progress, max_segments=max_segments)
 
     def delete(self, ids: Iterable[str], *, missing: Literal["error", "ignore"] = "error") -> WriteReport:
         """Delete documents by id.
