@@ -6,7 +6,9 @@ upsert of 10% of the documents (new segment, old rows dead) and a delete of anot
 it is compacted (``Index.compact()``: one segment, no dead rows), and the two are measured in
 alternating rounds (best of 3): per-query latency of each first stage (the 43 judged DL 2019
 queries, one query per call), the latency of looking up 100 documents by id, the size on disk, and
-whether every first stage returns the same ids and scores.
+whether every first stage returns the same ids and scores. A second part adds documents one at a
+time (a service's pattern), with and without the automatic merge (``max_segments``), and reports
+adds per second, segments and the process's open files.
 
     python bench/index_compact.py            # about 2 minutes on 2 cores
 """
@@ -32,6 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adds", type=int, default=19, help="add calls after the first build")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--small-adds", type=int, default=200, help="single-document adds in the second part")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-index-compact.json")
     args = ap.parse_args()
 
@@ -65,7 +68,7 @@ def main() -> None:
             times = []
             for q in queries:
                 t = time.perf_counter()
-                idx.retrieve([q], k=100, retriever=retriever)
+                idx.retrieve([q], k=100, retriever=retriever)  # type: ignore[arg-type]
                 times.append((time.perf_counter() - t) * 1000)
             out[f"{retriever}_p50_ms"] = statistics.median(times)
         t = time.perf_counter()
@@ -77,7 +80,7 @@ def main() -> None:
         return {
             r: [
                 list(zip(idx.doc_ids(c.slots), c.scores.tolist(), strict=True))
-                for c in idx.retrieve(queries, k=100, retriever=r)
+                for c in idx.retrieve(queries, k=100, retriever=r)  # type: ignore[arg-type]
             ]
             for r in RETRIEVERS
         }
@@ -134,9 +137,45 @@ def main() -> None:
         "same_results": same,
         "command": "python bench/index_compact.py",
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     index.close()
     compacted.close()
+    del index, compacted, sides
+    result["small_adds"] = small_adds(docs[: args.small_adds + 1])
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def small_adds(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A service's pattern: one document per ``add``, with and without the automatic merge."""
+    import gc
+    import os
+
+    from crossrank.retrieve.index import MAX_SEGMENTS, Index
+
+    def open_files() -> int:
+        gc.collect()  # memory maps of closed indexes go with their objects
+        return len(os.listdir("/proc/self/fd"))
+
+    out: dict[str, Any] = {}
+    print(f"\n{len(docs) - 1} single-document adds to a hybrid index:")
+    print("| max_segments | adds/s | segments at the end | most segments | files the index holds open |")
+    print("|---|---|---|---|---|")
+    for max_segments in (None, MAX_SEGMENTS):
+        folder = WORK / f"small-adds-{max_segments}"
+        baseline = open_files()
+        index = Index.build(folder, docs[:1], retriever="hybrid", ann="exact")
+        most = 0
+        t = time.perf_counter()
+        for doc in docs[1:]:
+            index.add([doc], max_segments=max_segments)
+            most = max(most, len(index.segments))
+        rate = (len(docs) - 1) / (time.perf_counter() - t)
+        fds = open_files() - baseline
+        row = {"adds_per_s": round(rate, 1), "segments": len(index.segments), "most_segments": most, "open_files": fds}
+        out[str(max_segments)] = row
+        print(f"| {max_segments} | {rate:.1f} | {len(index.segments)} | {most} | {fds} |")
+        index.close()
+        del index
+    return out
 
 
 if __name__ == "__main__":
