@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossrank._deps import require
+from crossrank.cpu import available_cores
 from crossrank.errors import ModelError
 
 __all__ = ["Backend", "OnnxBackend", "OpenVinoBackend", "TorchBackend", "default_threads"]
@@ -43,7 +44,11 @@ class Backend(Protocol):
 
 
 def default_threads() -> int:
-    """Return the number of cores this process may use."""
+    """Return the number of cores this process may use: affinity mask and cgroup quota, or ``$CROSSRANK_THREADS``."""
+    return available_cores()
+
+
+def _affinity_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -71,6 +76,10 @@ def graph_feed(
     return feed
 
 
+#: the most ONNX Runtime sessions ``instances=None`` starts (the cores are split between them)
+MAX_AUTO_INSTANCES = 8
+
+
 class OnnxBackend:
     """Run an ONNX graph with ONNX Runtime, one session reused for every call.
 
@@ -78,15 +87,19 @@ class OnnxBackend:
         onnx_file: the graph.
         config: the model's Hugging Face config (decides whether segment ids are fed).
         threads: intra-op threads; defaults to the cores this process may use.
+        instances: sessions that run batches side by side, the threads split between them;
+            ``None`` is one per thread, up to :data:`MAX_AUTO_INSTANCES`.
     """
 
     def __init__(
-        self, onnx_file: Path, config: dict[str, Any], *, threads: int | None = None, instances: int = 1
+        self, onnx_file: Path, config: dict[str, Any], *, threads: int | None = None, instances: int | None = None
     ) -> None:
         import onnxruntime as ort
 
         total = threads or default_threads()
-        instances = max(1, min(instances, total))
+        # one single-threaded session per core (up to 8) measured fastest: batches run side by side
+        # with no synchronisation inside a matrix product
+        instances = max(1, min(instances or MAX_AUTO_INSTANCES, total))
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = max(1, total // instances)
@@ -210,7 +223,7 @@ class OpenVinoBackend:
             "NUM_STREAMS": str(total),  # one single-threaded stream per core measured fastest
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         }
-        if total < default_threads():
+        if total < _affinity_cores():
             # OpenVINO pins its threads to the first cores; several processes on one machine
             # (Ray workers, server replicas) would all pin to the same ones and share them
             props["ENABLE_CPU_PINNING"] = "NO"

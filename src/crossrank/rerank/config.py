@@ -34,7 +34,9 @@ class ScoringConfig:
         window_aggregate: how window scores make a document score: ``"max"``, ``"first"``, ``"mean"``.
         threads: intra-op threads; ``None`` uses every core this process may use.
         instances: engine instances (ONNX Runtime sessions) that run batches side by side, the
-            cores split between them; for machines with many cores. OpenVINO sizes its own streams.
+            cores split between them. ``None``: one single-threaded session per core, up to 8
+            (on 2 AVX2 cores two one-thread sessions scored 1.13x one two-thread session,
+            bench/rerank_speed.py). OpenVINO sizes its own streams.
         precision: OpenVINO's precision for non-quantized ops: ``"auto"`` (bf16 on CPUs with native
             bf16, else fp32), ``"fp32"`` or ``"bf16"``.
         cache_size: how many (query, document) scores to keep in an in-memory LRU cache; 0 is off.
@@ -50,7 +52,7 @@ class ScoringConfig:
     window_stride: int | None = None
     window_aggregate: Literal["max", "first", "mean"] = "max"
     threads: int | None = None
-    instances: int = 1
+    instances: int | None = None
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     cache_size: int = 0
     cache_dir: str | None = None
@@ -72,7 +74,7 @@ class ScoringConfig:
             raise ConfigError(f"window_aggregate must be 'max', 'first' or 'mean' (got {self.window_aggregate!r})")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (got {self.threads})")
-        if self.instances < 1:
+        if self.instances is not None and self.instances < 1:
             raise ConfigError(f"instances must be >= 1 (got {self.instances})")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16' (got {self.precision!r})")

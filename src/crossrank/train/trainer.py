@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from crossrank._deps import require
+from crossrank.cpu import available_cores
 from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.rerank.encoding import PairEncoder
 from crossrank.train.data import Group, check_groups
@@ -391,7 +392,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     net, folder = load_trainable(model, out)
     encoder = PairEncoder(folder / "tokenizer.json", max_length=_max_length(net.config, cfg.max_length))
-    threads = cfg.threads or len(os.sched_getaffinity(0))
+    threads = cfg.threads or available_cores()
     torch.set_num_threads(threads)
 
     per_epoch = math.ceil(len(groups) / cfg.batch_size)
