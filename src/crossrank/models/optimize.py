@@ -24,8 +24,11 @@ from crossrank.errors import ModelError
 __all__ = ["dequantize_graph"]
 
 
-def dequantize_graph(onnx_file: str | Path) -> Any:
+def dequantize_graph(onnx_file: str | Path, *, check: bool = True) -> Any:
     """Return an fp32 ``onnx.ModelProto`` equal to the int8 graph with its weights dequantized.
+
+    ``check=False`` skips ONNX's model checker (almost a second on a 33M-parameter graph), for
+    callers that hand the graph straight to a tool that validates it anyway.
 
     Raises:
         ModelError: the graph has a quantized pattern this function does not know.
@@ -87,7 +90,8 @@ def dequantize_graph(onnx_file: str | Path) -> Any:
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
+    if check:
+        onnx.checker.check_model(model)
     return model
 
 
@@ -104,48 +108,78 @@ def optimize_graph(
     An int8 source is dequantized first, so fusion sees the plain fp32 pattern. Attention, layer
     norm, GELU and embeddings are fused by ONNX Runtime's transformer optimizer; ``quantize="int8"``
     then applies dynamic int8 quantization (per-tensor weights, which measured best on DL 2019).
+    The graph stays in memory between the steps and the optimizer's symbolic shape inference is
+    off (it only turns the two head ``MatMul + Add`` pairs into ``Gemm``, which int8 quantization
+    turns back): the default's graph builds in about 5 s instead of 18 s, with the same scores.
     The file is written to a temporary name and renamed, so a crash leaves no half-written graph.
 
     Raises:
         ModelError: the graph cannot be optimized.
     """
-    onnx = require("onnx", feature="ONNX graph optimization")
+    require("onnx", feature="ONNX graph optimization")
     import logging as _logging
 
+    from onnx import helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    if quantize not in ("int8", "none"):
+        raise ModelError(f"quantize must be 'int8' or 'none' (got {quantize!r})")
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
     try:
-        plain = tmp_dir / "plain.onnx"
-        onnx.save(dequantize_graph(source), str(plain))
-        root = _logging.getLogger()
-        level = root.level
-        root.setLevel(_logging.ERROR)  # the optimizer and quantizer log advice at WARNING on the root logger
+        plain = dequantize_graph(source, check=False)  # the optimizer and quantizer validate it
+        options = FusionOptions("bert")
+        options.enable_shape_inference = False
+        # the optimizer and quantizer log advice at WARNING on their own and on the root logger
+        quiet = [_logging.getLogger(), _logging.getLogger("onnxruntime"), *_ort_loggers()]
+        levels = [lg.level for lg in quiet]
+        for lg in quiet:
+            lg.setLevel(_logging.ERROR)
         try:
-            fused = optimize_model(str(plain), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
-            fused_path = tmp_dir / "fused.onnx"
-            fused.save_model_to_file(str(fused_path))
-            final = tmp_dir / "final.onnx"
+            fused = optimize_model(
+                plain,
+                model_type="bert",
+                num_heads=num_heads,
+                hidden_size=hidden_size,
+                opt_level=0,
+                optimization_options=options,
+            ).model
+            if not any(op.domain == "com.microsoft" for op in fused.opset_import):
+                fused.opset_import.append(helper.make_opsetid("com.microsoft", 1))
             if quantize == "int8":
-                quantize_dynamic(str(fused_path), str(final), weight_type=QuantType.QInt8, per_channel=False)
-            elif quantize == "none":
-                fused_path.rename(final)
+                quantize_dynamic(fused, str(tmp), weight_type=QuantType.QInt8, per_channel=False)
             else:
-                raise ModelError(f"quantize must be 'int8' or 'none' (got {quantize!r})")
+                _save(fused, tmp)
         finally:
-            root.setLevel(level)
-        final.replace(out)
+            for lg, level in zip(quiet, levels, strict=True):
+                lg.setLevel(level)
+        tmp.replace(out)
     except ModelError:
         raise
     except Exception as err:
         raise ModelError(f"could not optimize {source} ({type(err).__name__}: {err})") from err
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
     return out
+
+
+def _ort_loggers() -> list[Any]:
+    import logging as _logging
+
+    return [
+        _logging.getLogger(name)
+        for name in list(_logging.root.manager.loggerDict)
+        if name.startswith(("onnxruntime", "fusion", "onnx_model", "optimizer", "shape_infer"))
+    ]
+
+
+def _save(model: Any, path: Path) -> None:
+    import onnx
+
+    onnx.save(model, str(path))
 
 
 def quantize_openvino(

@@ -93,6 +93,7 @@ class BuiltinModel:
         embedding: for bi-encoders, how to pool and prompt (``pooling``, ``normalize``,
             ``query_prompt``, ``document_prompt``, ``max_length``).
         dist: the PyPI distribution name, when it differs from the import name ``package``.
+        languages: the languages it was trained on (ISO 639-1 codes).
     """
 
     name: str
@@ -107,6 +108,7 @@ class BuiltinModel:
     kind: str = "cross-encoder"
     embedding: dict[str, Any] = field(default_factory=dict)
     dist: str = ""
+    languages: tuple[str, ...] = ("en",)
 
     def install_hint(self) -> str:
         """Return the pip command that installs the package holding this model."""
@@ -171,10 +173,20 @@ class BuiltinModel:
         digest = self.files["model.onnx"][:16]
         import onnxruntime
 
-        target = cache_dir() / "builtin" / f"{self.name}-{digest}-ort{onnxruntime.__version__}-{variant}.onnx"
+        target = (
+            cache_dir()
+            / "builtin"
+            / f"{self.name}-{digest}-ort{onnxruntime.__version__}-{variant}-b{build_code_digest()}.onnx"
+        )
         heads, width = self.attention_shape()
         if not target.is_file():
-            log.info("building the fused %s ONNX graph of %s into %s (once)", variant, self.name, target)
+            log.info(
+                "building the %s ONNX Runtime graph of %s into %s (once, a few seconds; "
+                "`crossrank models prepare` builds it ahead of time)",
+                variant,
+                self.name,
+                target,
+            )
             optimize_graph(
                 source,
                 target,
@@ -184,6 +196,22 @@ class BuiltinModel:
             )
         return target
 
+    def openvino_ready(self) -> bool:
+        """Return whether this model's static int8 OpenVINO graph is already built in the cache."""
+        return (self._openvino_folder() / "model.xml").is_file()
+
+    def _openvino_folder(self) -> Path:
+        import sys
+
+        from crossrank.models.cache import cache_dir
+
+        py = f"py{sys.version_info.major}{sys.version_info.minor}"  # calibration text comes from the stdlib
+        single = "-single" if self.kind == "bi-encoder" else ""
+        return (
+            cache_dir() / "builtin" / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-cal600{single}-{py}"
+            f"-ov{_dist_version('openvino')}-b{build_code_digest()}"
+        )
+
     def openvino_int8(self) -> Path:
         """Return the folder of this model's static int8 OpenVINO graph, building it once into the cache.
 
@@ -191,21 +219,19 @@ class BuiltinModel:
             MissingDependencyError: openvino or nncf is not installed.
             ModelError: the graph cannot be built.
         """
-        import sys
-
-        from crossrank.models.cache import cache_dir
         from crossrank.models.optimize import quantize_openvino
 
         folder = self.folder()
-        py = f"py{sys.version_info.major}{sys.version_info.minor}"  # calibration text comes from the stdlib
         single = self.kind == "bi-encoder"  # calibrate on single texts, as a bi-encoder sees them
-        target = (
-            cache_dir()
-            / "builtin"
-            / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-cal600{'-single' if single else ''}-{py}"
-        )
+        target = self._openvino_folder()
         if not (target / "model.xml").is_file():
-            log.info("building the static int8 OpenVINO graph of %s into %s (once, about a minute)", self.name, target)
+            log.info(
+                "calibrating the static int8 OpenVINO graph of %s into %s (once, about a minute; "
+                "`crossrank models prepare %s --openvino` does it ahead of time)",
+                self.name,
+                target,
+                self.name,
+            )
             quantize_openvino(
                 folder / "model.onnx",
                 target,
@@ -217,6 +243,28 @@ class BuiltinModel:
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def build_code_digest() -> str:
+    """Return 12 hex digits of the sha256 of crossrank's graph-building code.
+
+    Cached graphs are named by it, so a change to how crossrank builds them (fusion, quantization,
+    calibration text) builds them anew instead of reusing a graph the new code would not write.
+    """
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("optimize.py", "calibration.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _dist_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "none"
 
 
 def _sha256(path: Path) -> str:
