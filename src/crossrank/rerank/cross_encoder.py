@@ -43,8 +43,9 @@ class CrossEncoder:
         model: a built-in name (``"default"``), a local Hugging Face or ONNX folder, an
             ``.onnx`` file, or a Hugging Face hub id.
         backend: ``"openvino"`` (OpenVINO; built-ins run a static int8 graph), ``"onnx"`` (ONNX
-            Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``: OpenVINO for built-ins and
-            OpenVINO IRs when it is installed, else ONNX Runtime when the model has a graph, else torch.
+            Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``: the fastest engine for this
+            CPU and these files (see :meth:`~crossrank.models.source.ModelFiles.choose_backend`);
+            :attr:`backend_reason` says why.
         config: scoring settings; see :class:`ScoringConfig`.
         progress: show a progress bar on long inputs (off by default in library calls).
         calibration: maps the logit to a probability of relevance (``crossrank calibrate``).
@@ -56,6 +57,9 @@ class CrossEncoder:
 
     Attributes:
         calibration: the calibration in use, or ``None``.
+        backend_name: the backend in use (``"onnx"``, ``"openvino"`` or ``"torch"``).
+        backend_reason: why that backend, in a few words (the CPU's instruction set for ``"auto"``).
+        calibration_source: where the calibration in use came from (a file path), or ``None``.
 
     Example:
         >>> ce = CrossEncoder("default")
@@ -85,7 +89,8 @@ class CrossEncoder:
         settings = dict(self.files.settings.get("scoring", {}))
         base = ScoringConfig.from_dict(settings) if settings else ScoringConfig()
         config = config or base
-        self.backend_name = self.files.pick_backend(backend)
+        self.backend_name, self.backend_reason = self.files.choose_backend(backend)
+        log.info("%s runs on %s: %s", self.files.name, self.backend_name, self.backend_reason)
         model_max = _model_max_length(self.files.config)
         max_length = min(config.max_length or model_max, model_max)
         self.config = replace(config, max_length=max_length)
@@ -93,6 +98,7 @@ class CrossEncoder:
         self.backend: Backend = self._make_backend(config)
         self.num_labels = self.backend.num_labels
         self.labels = _labels(self.files.config, self.num_labels)
+        self.calibration_source: str | None = None
         self.calibration: Calibration | None = self._load_calibration(calibration)
         plain = _default_activation(self.files, self.num_labels)
         self.activation: Activation = config.activation or ("calibrated" if self.calibration is not None else plain)
@@ -103,6 +109,9 @@ class CrossEncoder:
         self._rank_activation: Activation = plain if self.activation == "calibrated" else self.activation
         self._label_index = self._resolve_label(config.relevance_label)
         self.progress = progress
+        builtin = lookup(self.files.builtin) if self.files.builtin else None
+        self._english_only = builtin is not None and builtin.languages == ("en",)
+        self._warned_language = False
         self.cache: ScoreCache | None = None
         if config.cache_size > 0 or config.cache_dir is not None:
             # the cache holds raw logits and activation/calibration is applied after, so the key
@@ -289,6 +298,7 @@ class CrossEncoder:
                 return None
             log.warning("calibration %s was fitted for other weights (%s); using it anyway", where, cal.model)
         log.info("using the %s calibration in %s for %s", cal.method, where, self.files.name)
+        self.calibration_source = where
         return cal
 
     def _check_activation(self, act: Activation) -> None:
@@ -310,6 +320,8 @@ class CrossEncoder:
         """Score the pairs once and return their scores under each activation in ``acts``."""
         for act in acts:
             self._check_activation(act)
+        if self._english_only and not self._warned_language:
+            self._check_language(queries)
         if self.config.long_documents == "window":
             return self._score_windows(queries, docs, acts)
         logits, truncated, tokens = self._logits(queries, docs)
@@ -322,6 +334,19 @@ class CrossEncoder:
                 self.config.max_length,
             )
         return [ScoredPairs(self._activate(logits, act), truncated, tokens) for act in acts]
+
+    def _check_language(self, queries: list[str]) -> None:
+        """Warn once when queries are mostly in a non-Latin script and the model knows English only."""
+        sample = "".join(dict.fromkeys(queries[:1000]))
+        letters = [c for c in sample if c.isalpha()]
+        if letters and sum(not c.isascii() for c in letters) > 0.5 * len(letters):
+            self._warned_language = True
+            log.warning(
+                "the queries are mostly not in the Latin script, but %r was trained on English (MS MARCO) only, so "
+                "its scores mean little for them; use a multilingual cross-encoder such as "
+                "BAAI/bge-reranker-v2-m3 or cross-encoder/mmarco-mMiniLMv2-L12-H384-v1",
+                self.files.name,
+            )
 
     def _logits(
         self, queries: list[str], docs: list[str]

@@ -128,12 +128,9 @@ class BiEncoder:
         settings = replace(base, **overrides)
         self.settings = replace(settings, max_length=min(settings.max_length, model_max))
         if backend == "auto":
-            if (builtin is not None and self.files.onnx_file is not None) or self.files.openvino_file is not None:
-                backend = "openvino" if _has_openvino() else "onnx"
-            else:
-                backend = "onnx" if self.files.onnx_file is not None else "torch"
-            if backend == "onnx" and self.files.onnx_file is None:
-                backend = "torch"
+            backend = (
+                self.files.choose_backend("auto")[0] if (self.files.onnx_file or self.files.openvino_file) else "torch"
+            )
         if backend == "openvino" and self.files.onnx_file is None and self.files.openvino_file is None:
             raise ModelError(f"model {self.files.name!r} has no ONNX graph or OpenVINO IR in {self.files.folder}")
         if backend == "onnx" and self.files.onnx_file is None:
@@ -383,9 +380,3 @@ def _sha256_head(path: Path) -> str:
             fh.seek(-(1 << 20), os.SEEK_END)
             h.update(fh.read(1 << 20))
     return h.hexdigest()
-
-
-def _has_openvino() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
