@@ -48,9 +48,10 @@ class Agreement:
 
 def kendall_tau(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> float:
     """Return Kendall's tau-b between two score vectors over the same items."""
-    from scipy.stats import kendalltau
+    from crossrank._deps import require
 
-    value = kendalltau(a, b).statistic
+    stats = require("scipy.stats", feature="Kendall's tau")
+    value = stats.kendalltau(a, b).statistic
     return 1.0 if np.isnan(value) else float(value)
 
 

@@ -659,5 +659,5 @@ def _sklearn(module: str) -> Any:
         return importlib.import_module(f"sklearn.{module}")
     except ImportError as err:
         raise MissingDependencyError(
-            "calibration needs scikit-learn, which is not installed: pip install scikit-learn"
+            'calibration needs scikit-learn, which is not installed: pip install "crossrank[eval]"'
         ) from err
