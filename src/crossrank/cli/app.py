@@ -28,7 +28,18 @@ models_app = typer.Typer(help="List, convert and locate models.", invoke_without
 app.add_typer(models_app, name="models")
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Built-in name, model folder, .onnx file or hub id.")]
-BackendOpt = Annotated[str, typer.Option(help="onnx, torch, or auto (ONNX when the model has a graph).")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto (the fastest engine for this CPU; `crossrank models` says which), onnx, openvino or torch."
+    ),
+]
+ActivationOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="sigmoid, softmax, none (raw logits) or calibrated (default: calibrated if `crossrank calibrate` ran)."
+    ),
+]
 FormatOpt = Annotated[str, typer.Option("--format", help="jsonl (default) or table.")]
 MaxLenOpt = Annotated[int | None, typer.Option(help="Most tokens per pair; the document is cut, the query kept.")]
 
@@ -61,19 +72,54 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("crossrank.models").setLevel(logging.INFO)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"crossrank {version('crossrank')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO to stderr.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     _setup_logging(verbose)
 
 
-def _load(model: str, backend: str, max_length: int | None, progress: bool = True) -> Any:
+def _check_backend(backend: str) -> None:
+    if backend not in ("auto", "onnx", "openvino", "torch"):
+        raise InputError(f"--backend must be auto, onnx, openvino or torch (got {backend!r})")
+
+
+def _check_activation(activation: str | None) -> None:
+    if activation not in (None, "sigmoid", "softmax", "none", "calibrated"):
+        raise InputError(f"--activation must be sigmoid, softmax, none or calibrated (got {activation!r})")
+
+
+def _load(
+    model: str, backend: str, max_length: int | None, progress: bool = True, activation: str | None = None
+) -> Any:
     from crossrank import CrossEncoder, ScoringConfig
 
-    if backend not in ("auto", "onnx", "torch"):
-        raise InputError(f"--backend must be auto, onnx or torch (got {backend!r})")
-    return CrossEncoder(model, backend=backend, config=ScoringConfig(max_length=max_length), progress=progress)  # type: ignore[arg-type]
+    _check_backend(backend)
+    _check_activation(activation)
+    ce = CrossEncoder(
+        model,
+        backend=backend,  # type: ignore[arg-type]
+        config=ScoringConfig(max_length=max_length, activation=activation),  # type: ignore[arg-type]
+        progress=progress,
+    )
+    if ce.calibration_source is not None and activation is None:
+        typer.echo(
+            f"note: scores are calibrated probabilities ({ce.calibration_source}, from `crossrank calibrate`); "
+            "--activation sigmoid gives the model's own, `crossrank calibrate --remove` deletes the calibration",
+            err=True,
+        )
+    return ce
 
 
 def _check_format(fmt: str) -> Literal["jsonl", "table"]:
@@ -111,6 +157,7 @@ def rerank(
     model: ModelOpt = "default",
     backend: BackendOpt = "auto",
     max_length: MaxLenOpt = None,
+    activation: ActivationOpt = None,
     fmt: FormatOpt = "jsonl",
     text: Annotated[bool, typer.Option("--text/--no-text", help="Include document text in the output.")] = False,
     skip_missing: Annotated[
@@ -134,6 +181,14 @@ def rerank(
 ) -> None:
     """Rerank documents for a query, or a whole first-stage run (batch mode), here or on a Ray cluster."""
     batch = any(x is not None for x in (corpus, queries, run, pairs))
+    # every option is checked before the model loads
+    if k is not None and k < 1:
+        raise InputError(f"--k must be >= 1 (got {k}); leave it out to keep every document")
+    if batch and k is not None and k > depth:
+        raise InputError(f"--depth must be >= --k (got depth={depth}, k={k}); raise --depth or lower --k")
+    _check_backend(backend)
+    _check_activation(activation)
+    _check_format(fmt)
     if batch:
         if query is not None or documents or documents_file is not None:
             raise InputError("batch mode (--corpus/--queries/--run or --pairs) takes no query or documents arguments")
@@ -161,10 +216,11 @@ def rerank(
                 workers,
                 threads_per_worker,
                 block_pairs,
+                activation,
             )
             return
         assert corpus is not None and queries is not None and run is not None
-        _rerank_run(corpus, queries, run, depth, output, k, model, backend, max_length, skip_missing)
+        _rerank_run(corpus, queries, run, depth, output, k, model, backend, max_length, skip_missing, activation)
         return
     if query is None:
         raise InputError(
@@ -180,9 +236,8 @@ def rerank(
     if not docs:
         raise InputError("no documents to rerank; pass them as arguments or with --documents FILE")
     style = _check_format(fmt)
-    ce = _load(model, backend, max_length)
+    ce = _load(model, backend, max_length, activation=activation)
     ranking = ce.rerank(query, docs, k=k, return_text=True)
-    _note_truncation(ranking.num_truncated, len(docs), ce.config.max_length)
     rows = [
         {
             "rank": r,
@@ -219,6 +274,7 @@ def _rerank_run(
     backend: str,
     max_length: int | None,
     skip_missing: bool,
+    activation: str | None = None,
 ) -> None:
     from crossrank.io import check_run_ids, read_beir_corpus, read_beir_queries, read_trec_run, write_trec_run
 
@@ -231,7 +287,7 @@ def _rerank_run(
     qids = [q for q in run if q in queries]
     cands = [[corpus[d] for d, _ in run[q][:depth] if d in corpus] for q in qids]
     keep = [i for i, c in enumerate(cands) if c]
-    ce = _load(model, backend, max_length)
+    ce = _load(model, backend, max_length, activation=activation)
     rankings = ce.rerank_many(
         [queries[qids[i]] for i in keep], [cands[i] for i in keep], k=k, query_ids=[qids[i] for i in keep]
     )
@@ -243,7 +299,6 @@ def _rerank_run(
         with tmp.open("w", encoding="utf-8") as fh:
             written = write_trec_run(rankings, fh)
         tmp.replace(output)
-    _note_truncation(sum(r.num_truncated for r in rankings), total, ce.config.max_length)
     skipped = (
         f"; skipped {len(missing_q)} queries and {len(missing_d)} docs missing from the inputs"
         if (missing_q or missing_d)
@@ -269,6 +324,7 @@ def _rerank_table(
     workers: int,
     threads_per_worker: int,
     block_pairs: int,
+    activation: str | None = None,
 ) -> None:
     """Batch mode over a pairs table: on Ray (``--engine ray``), or here for Parquet in or out."""
     import json
@@ -284,8 +340,6 @@ def _rerank_table(
         table, skipped = run_pairs(run, corpus, queries, depth=depth, skip_missing=skip_missing)
     if str(output) == "-":
         raise InputError("--output - (stdout) is for the local engine with a run; give a file path")
-    if backend not in ("auto", "onnx", "torch", "openvino"):
-        raise InputError(f"--backend must be auto, onnx, openvino or torch (got {backend!r})")
     if engine == "ray":
         result = rerank_on_ray(
             table,
@@ -300,11 +354,12 @@ def _rerank_table(
             progress=True,
         )
     else:
-        ce = _load(model, backend, max_length)
+        ce = _load(model, backend, max_length, activation=activation)
         result = rerank_here(table, ce, k=k)
     written = write_output(result, output)
     s = result.summary
-    _note_truncation(s.truncated, s.pairs, s.max_length)
+    if engine == "ray":  # the workers' own warnings stay in their logs
+        _note_truncation(s.truncated, s.pairs, s.max_length)
     typer.echo(
         f"reranked {s.pairs} pairs for {s.queries} queries ({engine}: {s.workers} workers, {s.blocks} blocks, "
         f"{s.retries} retried, {s.worker_restarts} worker restarts) in {s.seconds:.1f} s, "
@@ -326,23 +381,20 @@ def score(
     model: ModelOpt = "default",
     backend: BackendOpt = "auto",
     max_length: MaxLenOpt = None,
-    activation: Annotated[
-        str | None, typer.Option(help="sigmoid, softmax, none (raw logits) or calibrated (see `crossrank calibrate`).")
-    ] = None,
+    activation: ActivationOpt = None,
     fmt: FormatOpt = "jsonl",
 ) -> None:
     """Score each pair of a JSONL file; print one JSON object per pair, in input order."""
     from crossrank.io import read_jsonl
 
     style = _check_format(fmt)
-    if activation not in (None, "sigmoid", "softmax", "none", "calibrated"):
-        raise InputError(f"--activation must be sigmoid, softmax, none or calibrated (got {activation!r})")
+    _check_backend(backend)
+    _check_activation(activation)
     pairs = list(_pairs(input_file, _raw_lines(input_file, read_jsonl)))
     if not pairs:
         raise InputError(f"{input_file} holds no pairs")
-    ce = _load(model, backend, max_length)
+    ce = _load(model, backend, max_length, activation=activation)
     result = ce.score_details(pairs, activation=activation)
-    _note_truncation(result.num_truncated, len(pairs), ce.config.max_length)
     rows = []
     for i, s in enumerate(result.scores.tolist()):
         value: Any = (
@@ -397,17 +449,25 @@ def _pairs(path: Path, values: Iterator[Any]) -> Iterator[tuple[str, str]]:
 @models_app.callback()
 @_cli_errors
 def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
-    """List the built-in models and where their files are."""
+    """List the built-in models, where their files are, and which engine `auto` picks on this CPU and why."""
     if ctx.invoked_subcommand is not None:
         return
+    from crossrank.cpu import available_cores, cpu_flags
     from crossrank.errors import ModelError, ModelNotFoundError
     from crossrank.models import BUILTINS
+    from crossrank.models.source import resolve
 
     style = _check_format(fmt)
     rows: list[dict[str, Any]] = []
     for m in BUILTINS.values():
+        engine, why = "", ""
         try:
             where, status = str(m.folder()), "ok (sha256 checked)"
+            files = resolve(m.name)
+            if files.onnx_file is not None:
+                engine, why = files.choose_backend("auto")
+            else:
+                engine, why = "torch", "the package ships fp32 safetensors only"
         except (ModelNotFoundError, ModelError) as err:
             where, status = "", f"unavailable: {err}"
         rows.append(
@@ -419,21 +479,77 @@ def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
                 "package": f"{m.package}=={m.version}",
                 "path": where,
                 "status": status,
+                "engine": engine,
+                "engine_reason": why,
                 "description": m.description,
             }
         )
+    cpu = f"this CPU: {'+'.join(sorted(cpu_flags())) or 'instruction set unknown'}; {available_cores()} cores usable"
     if style == "jsonl":
         _print_jsonl(rows)
+        typer.echo(cpu, err=True)
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="built-in models")
-    for col in ("name", "aliases", "source", "path", "status"):
+    table = Table(title="built-in models", caption=cpu)
+    for col in ("name", "aliases", "engine", "why", "status"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], ", ".join(r["aliases"]), f"{r['source']} via {r['package']}", r["path"], r["status"])
+        table.add_row(r["name"], ", ".join(r["aliases"]), r["engine"], r["engine_reason"], r["status"])
     Console().print(table)
+
+
+@models_app.command("prepare")
+@_cli_errors
+def models_prepare(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Built-in models to prepare (default: default). 'all' for every one.")
+    ] = None,
+    openvino: Annotated[
+        bool | None,
+        typer.Option(
+            "--openvino/--no-openvino",
+            help="Also build the static int8 OpenVINO graph (about a minute per model; the fastest engine on CPUs "
+            "with int8 dot products). Default: only where this CPU has them and OpenVINO is installed.",
+        ),
+    ] = None,
+) -> None:
+    """Build, once and up front, every graph a built-in model needs (for Dockerfiles and CI caches)."""
+    import time
+
+    from crossrank.cpu import int8_dot_product
+    from crossrank.errors import ModelNotFoundError
+    from crossrank.models import BUILTINS
+    from crossrank.models.cache import cache_dir
+    from crossrank.models.registry import lookup
+
+    wanted = list(names or ["default"])
+    if wanted == ["all"]:
+        wanted = list(BUILTINS)
+    models = []
+    for name in wanted:
+        m = lookup(name)
+        if m is None:
+            raise ModelNotFoundError(f"no built-in model called {name!r}; `crossrank models` lists them")
+        models.append(m)
+    from crossrank.models.source import _has_openvino
+
+    build_ov = (int8_dot_product() and _has_openvino()) if openvino is None else openvino
+    for m in models:
+        if "model.onnx" not in m.files:
+            typer.echo(f"{m.name}: nothing to build (fp32 weights, torch backend)", err=True)
+            continue
+        start = time.perf_counter()
+        typer.echo(f"{m.name}: building the ONNX Runtime graph ...", err=True)
+        path = m.optimized_onnx("int8" if m.kind == "cross-encoder" else "fp32")
+        typer.echo(f"{m.name}: {path.name} ready in {time.perf_counter() - start:.1f} s", err=True)
+        if build_ov:
+            start = time.perf_counter()
+            typer.echo(f"{m.name}: calibrating the static int8 OpenVINO graph (about a minute) ...", err=True)
+            folder = m.openvino_int8()
+            typer.echo(f"{m.name}: {folder.name} ready in {time.perf_counter() - start:.1f} s", err=True)
+    typer.echo(f"cache: {cache_dir()}", err=True)
 
 
 @models_app.command("convert")
