@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from crossrank import ConfigError, CrossEncoder
-from crossrank.evaluate.agreement import kendall_tau
 from crossrank.models.export import export_optimized
 from test_cli import crossrank
 
@@ -29,18 +29,23 @@ def test_export_runs_on_both_runtimes_and_tracks_the_source(
     }
     pairs = _pairs(dl19)
     source = CrossEncoder(tiny_models["bert"], backend="torch").score(pairs, activation="none")
-    ov = CrossEncoder(folder)
-    assert ov.backend_name == "openvino"
+    ov = CrossEncoder(folder, backend="openvino")
     ort = CrossEncoder(folder, backend="onnx")
+    assert CrossEncoder(folder).backend_name in ("openvino", "onnx")  # auto: by the CPU's instruction set
     for ce in (ov, ort):
         got = ce.score(pairs, activation="none")
+        assert got.shape == source.shape and np.isfinite(got).all()
         if quantize == "none":
             np.testing.assert_allclose(got, source, atol=1e-4)
-        else:
-            # a random tiny model's logits span ~0.01, so int8 noise is large next to them; the real
-            # model's int8 agreement is held to tau >= 0.9 in test_quality.py
-            assert kendall_tau(got, source) > 0.6
-            assert np.abs(got - source).mean() < 0.2 * np.ptp(source)
+    if quantize == "int8":
+        # the graphs really are int8; how closely int8 tracks fp32 is tested on the real model
+        # (test_quality.py): a random tiny model's logits span ~0.01, below int8's resolution
+        ops = {n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
+        assert ops & {"MatMulInteger", "QAttention", "DynamicQuantizeLinear", "QLinearMatMul"}, ops
+        assert (
+            "FakeQuantize" in (folder / "model.xml").read_text()
+            or 'element_type="i8"' in (folder / "model.xml").read_text()
+        )
 
 
 def test_export_rejects_bad_settings(tiny_models: dict[str, Path], tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ir_measures
+import numpy as np
 import pytest
 from ir_measures import nDCG
 
@@ -59,8 +60,18 @@ def test_bm25_alone_matches_reference(dl19: Path, qrels: dict[str, dict[str, int
     assert round(_ndcg10(run, qrels), 4) == 0.5058
 
 
-def test_converted_fp32_model_reranks_dl19_above_072(fp32_run: Run, qrels: dict[str, dict[str, int]]) -> None:
-    assert _ndcg10(fp32_run, qrels) >= 0.72
+# The figures docs/benchmarks.md quotes for DL 2019 (bench/rerank_speed.py and the tables there).
+# fp32 torch is deterministic; ONNX Runtime's graph is built the same way everywhere; the static
+# int8 OpenVINO graph is calibrated on each machine and two builds were not bit-identical
+# (+0.0034 and +0.0054 against fp32 in two sessions), hence the wider tolerance there.
+FP32_NDCG10 = 0.7216
+ORT_INT8_NDCG10 = 0.7245
+OPENVINO_INT8_NDCG10 = 0.7250
+FAST_NDCG10 = 0.7015
+
+
+def test_converted_fp32_model_reranks_dl19_as_documented(fp32_run: Run, qrels: dict[str, dict[str, int]]) -> None:
+    assert _ndcg10(fp32_run, qrels) == pytest.approx(FP32_NDCG10, abs=0.0005)
 
 
 @pytest.fixture(scope="module")
@@ -70,26 +81,37 @@ def default_run(
     return _run(default_model, candidates)
 
 
-def test_default_model_reranks_dl19_above_072_and_agrees_with_fp32(
+def test_default_model_reranks_dl19_as_documented_and_agrees_with_fp32(
     default_model: CrossEncoder, default_run: Run, fp32_run: Run, qrels: dict[str, dict[str, int]]
 ) -> None:
-    assert default_model.backend_name == "openvino"  # static int8: the fastest engine measured
+    # auto: ONNX Runtime dynamic int8 on CPUs without int8 dot products; with them, OpenVINO static
+    # int8 once prepared, ONNX Runtime until then
+    documented = OPENVINO_INT8_NDCG10 if default_model.backend_name == "openvino" else ORT_INT8_NDCG10
     report = agreement(fp32_run, default_run, qrels)
     assert report.ndcg10_candidate is not None and report.ndcg10_candidate >= 0.72
+    assert report.ndcg10_candidate == pytest.approx(documented, abs=0.005)
     assert report.mean_kendall_tau >= 0.9
-    # The static int8 graph is built on each machine, and two builds by the same code were not
-    # bit-identical (one clean-clone test session built another graph than standalone builds):
-    # they measured +0.0034 and +0.0054 against fp32. The bar: int8 loses at most 0.005 and stays
-    # within 0.01 either way.
     change = report.ndcg10_change or 0.0
     assert -0.005 <= change <= 0.01
+
+
+def test_openvino_static_int8_reranks_dl19_as_documented(
+    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]],
+    fp32_run: Run,
+    qrels: dict[str, dict[str, int]],
+) -> None:
+    ce = CrossEncoder("default", backend="openvino")
+    report = agreement(fp32_run, _run(ce, candidates), qrels)
+    assert report.ndcg10_candidate == pytest.approx(OPENVINO_INT8_NDCG10, abs=0.005)
+    assert report.mean_kendall_tau >= 0.9
+    assert -0.005 <= (report.ndcg10_change or 0.0) <= 0.01
 
 
 @pytest.mark.parametrize(
     ("backend", "config"),
     [
-        ("onnx", ScoringConfig()),  # ONNX Runtime: fused graph, dynamic int8
-        ("onnx", ScoringConfig(instances=2)),  # two sessions side by side
+        ("onnx", ScoringConfig()),  # ONNX Runtime: fused graph, dynamic int8, a session per core
+        ("onnx", ScoringConfig(instances=1)),  # one session with every thread
     ],
 )
 def test_onnx_runtime_int8_agrees_with_fp32(
@@ -102,7 +124,38 @@ def test_onnx_runtime_int8_agrees_with_fp32(
     report = agreement(fp32_run, _run(CrossEncoder("default", backend=backend, config=config), candidates), qrels)  # type: ignore[arg-type]
     assert report.mean_kendall_tau >= 0.9
     assert abs(report.ndcg10_change or 0.0) <= 0.005
-    assert report.ndcg10_candidate is not None and report.ndcg10_candidate >= 0.72
+    assert report.ndcg10_candidate == pytest.approx(ORT_INT8_NDCG10, abs=0.002)
+
+
+def test_an_int8_export_tracks_its_fp32_source_on_real_candidates(
+    fp32_folder: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    candidates: tuple[list[str], list[str], list[list[dict[str, str]]]],
+) -> None:
+    """`crossrank models export --quantize int8` on the real model: both runtimes keep its order.
+
+    (A tiny random model cannot test this: its logits span about 0.01, below int8's resolution.)
+    """
+    from crossrank.models.export import export_optimized
+
+    folder = export_optimized(fp32_folder, tmp_path_factory.mktemp("int8") / "minilm-int8", quantize="int8")
+    qids, texts, docs = candidates
+    qids, texts, docs = qids[:10], texts[:10], [d[:30] for d in docs[:10]]
+
+    def logits(ce: CrossEncoder) -> Run:
+        return {
+            str(r.query_id): {h.doc_id: h.score for h in r.hits} for r in ce.rerank_many(texts, docs, query_ids=qids)
+        }
+
+    raw = ScoringConfig(activation="none")
+    reference = logits(CrossEncoder(fp32_folder, backend="torch", config=raw))
+    for backend in ("openvino", "onnx"):
+        got = logits(CrossEncoder(folder, backend=backend, config=raw))  # type: ignore[arg-type]
+        report = agreement(reference, got, None)
+        assert report.mean_kendall_tau >= 0.85, (backend, report)
+        diffs = [abs(got[q][d] - reference[q][d]) for q in got for d in got[q]]
+        # the logits span about -11..+11: int8 moves them by a few hundredths on average
+        assert float(np.mean(diffs)) < 0.3, (backend, float(np.mean(diffs)))
 
 
 def test_bf16_agrees_with_fp32(
@@ -147,12 +200,11 @@ def test_fast_model_keeps_most_of_the_defaults_quality_on_dl19(
 ) -> None:
     from crossrank.models.convert import convert_builtin
 
-    fast = CrossEncoder("fast")
-    assert fast.backend_name == "openvino"
+    fast = CrossEncoder("fast", backend="openvino")
     fast_run = _run(fast, candidates)
     # measured 0.7015 against the default's 0.7250 (96.8%; bench/fast_model.py); the int8 graph is
-    # built on each machine, so allow 0.0075 below it (the first-stage-only model scored 0.6923)
-    assert _ndcg10(fast_run, qrels) >= 0.694
+    # built on each machine (the first-stage-only model scored 0.6923)
+    assert _ndcg10(fast_run, qrels) == pytest.approx(FAST_NDCG10, abs=0.0075)
     assert agreement(default_run, fast_run, qrels).mean_kendall_tau >= 0.6
     # the fp32 weights behind it (crossrank models convert fast) rank the same way, on 5 queries
     qids, texts, docs = candidates
