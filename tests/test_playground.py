@@ -26,10 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-pytest.importorskip("fastapi")
-pytest.importorskip("playwright")
-
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from browser import CHROMIUM_ARGS, chromium_path
@@ -44,6 +40,9 @@ RERANK_QUERY = "how to plan the building of a new university library"
 KEY = "playground-test-key-5d1f9a"
 LAPTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 375, "height": 812}
+
+# generous: a loaded CI machine can take seconds to answer; no test relies on a client default
+HTTP_TIMEOUT = 120.0
 
 
 # ---------------------------------------------------------------------- helpers
@@ -166,20 +165,22 @@ def base(default_model: CrossEncoder, cisi_slice: Path, tmp_path_factory: pytest
 
 
 def test_page_and_assets_are_served_outside_the_api_description(base: str) -> None:
-    r = httpx.get(f"{base}/")
+    r = httpx.get(f"{base}/", timeout=HTTP_TIMEOUT)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "connect-src 'self'" in r.headers["content-security-policy"]
     for name, kind in (("app.js", "javascript"), ("app.css", "text/css")):
-        asset = httpx.get(f"{base}/static/{name}")
+        asset = httpx.get(f"{base}/static/{name}", timeout=HTTP_TIMEOUT)
         assert asset.status_code == 200 and kind in asset.headers["content-type"]
     for path in STATIC_DIR.iterdir():  # nothing from a CDN or anywhere else
         assert not re.search(r"https?://|[\"'(=]\s*//", path.read_text(encoding="utf-8")), path
-    text = httpx.get(f"{base}/metrics").text  # counted as routes of their own, not as unknown paths
+    text = httpx.get(
+        f"{base}/metrics", timeout=HTTP_TIMEOUT
+    ).text  # counted as routes of their own, not as unknown paths
     assert metric(text, "crossrank_requests_total", route="/", status="200") >= 1
     assert metric(text, "crossrank_requests_total", route="/static", status="200") >= 2
-    spec = httpx.get(f"{base}/openapi.json").json()
+    spec = httpx.get(f"{base}/openapi.json", timeout=HTTP_TIMEOUT).json()
     assert "/" not in spec["paths"] and not any(p.startswith("/static") for p in spec["paths"])
-    card = httpx.get(f"{base}/v1/models").json()["data"][0]
+    card = httpx.get(f"{base}/v1/models", timeout=HTTP_TIMEOUT).json()["data"][0]
     assert card["search"] == {
         "documents": 300,
         "retrievers": ["bm25"],
@@ -210,8 +211,12 @@ def test_search_shows_both_stages_as_the_api_answers(browser: Browser, base: str
     wait_text(page, "#search-status", "^10 results")
     reranked, first = hits(page, "#reranked-list"), hits(page, "#first-list")
 
-    want = httpx.post(f"{base}/v1/search", json={"query": QUERY, "k": 10, "depth": 30}).json()["hits"]
-    want_first = httpx.post(f"{base}/v1/search", json={"query": QUERY, "k": 10, "rerank": False}).json()["hits"]
+    want = httpx.post(f"{base}/v1/search", json={"query": QUERY, "k": 10, "depth": 30}, timeout=HTTP_TIMEOUT).json()[
+        "hits"
+    ]
+    want_first = httpx.post(
+        f"{base}/v1/search", json={"query": QUERY, "k": 10, "rerank": False}, timeout=HTTP_TIMEOUT
+    ).json()["hits"]
     assert [h["id"] for h in reranked] == [h["doc_id"] for h in want]
     assert [h["id"] for h in first] == [h["doc_id"] for h in want_first]
     for got, api in zip(reranked, want, strict=True):
@@ -290,7 +295,9 @@ def test_rerank_mode_matches_the_api_shows_errors_and_copies_the_request(
     page.fill("#rerank-query", "")
     page.click("#rerank-form button[type=submit]")
     error = wait_text(page, "#error", "answered 400")
-    bad = httpx.post(f"{base}/v1/rerank", json={"query": "", "documents": docs, "return_documents": False})
+    bad = httpx.post(
+        f"{base}/v1/rerank", json={"query": "", "documents": docs, "return_documents": False}, timeout=HTTP_TIMEOUT
+    )
     assert bad.status_code == 400 and bad.json()["message"] in error
     assert tab.posts_to("/v1/rerank") == 1
 
@@ -300,7 +307,7 @@ def test_rerank_mode_matches_the_api_shows_errors_and_copies_the_request(
     wait_text(page, "#rerank-status", "^8 of 8 documents")
     assert page.inner_text("#error") == ""
     body = {"query": RERANK_QUERY, "documents": docs, "return_documents": False}
-    want = httpx.post(f"{base}/v1/rerank", json=body).json()
+    want = httpx.post(f"{base}/v1/rerank", json=body, timeout=HTTP_TIMEOUT).json()
     got = hits(page, "#rerank-list")
     assert [h["index"] for h in got] == [r["index"] for r in want["results"]]
     for g, r in zip(got, want["results"], strict=True):
@@ -369,8 +376,11 @@ def test_api_key_and_full_queue_errors_are_messages_and_the_page_recovers(
     config = ServeConfig(queue_size=1, max_wait_ms=1000)
     auth = {"Authorization": f"Bearer {KEY}"}
     with serving(create_app(default_model, config=config, api_keys=ApiKeys([KEY]))) as url:
-        assert httpx.get(f"{url}/").status_code == 200 and httpx.get(f"{url}/static/app.js").status_code == 200
-        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert (
+            httpx.get(f"{url}/", timeout=HTTP_TIMEOUT).status_code == 200
+            and httpx.get(f"{url}/static/app.js", timeout=HTTP_TIMEOUT).status_code == 200
+        )
+        assert httpx.get(f"{url}/v1/models", timeout=HTTP_TIMEOUT).status_code == 401
         tab = open_tab(browser, url, LAPTOP)
         page = tab.page
         wait_text(page, "#error", "answered 401")
@@ -399,7 +409,10 @@ def test_api_key_and_full_queue_errors_are_messages_and_the_page_recovers(
             t.start()
         try:
             deadline = time.monotonic() + 20
-            while metric(httpx.get(f"{url}/metrics", headers=auth).text, "crossrank_queue_depth") < 1:
+            while (
+                metric(httpx.get(f"{url}/metrics", headers=auth, timeout=HTTP_TIMEOUT).text, "crossrank_queue_depth")
+                < 1
+            ):
                 assert time.monotonic() < deadline, "the queue never filled"
                 time.sleep(0.01)
             error = ""
@@ -423,7 +436,7 @@ def test_api_key_and_full_queue_errors_are_messages_and_the_page_recovers(
             "documents": ["Indexing by computer.", "A cat is a small feline.\nParis is in France."],
             "return_documents": False,
         }
-        want = httpx.post(f"{url}/v1/rerank", json=body, headers=auth).json()
+        want = httpx.post(f"{url}/v1/rerank", json=body, headers=auth, timeout=HTTP_TIMEOUT).json()
         assert [h["index"] for h in hits(page, "#rerank-list")] == [r["index"] for r in want["results"]]
         assert tab.outside == [] and tab.posts_to("/v1/rerank") >= 2
         tab.context.close()

@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-pa = pytest.importorskip("pyarrow")
-
-from crossrank.errors import ConfigError, InputError  # noqa: E402
-from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run  # noqa: E402
-from crossrank.scale import read_pairs, rerank_here, run_pairs, write_output  # noqa: E402
+from crossrank.errors import ConfigError, InputError
+from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run
+from crossrank.scale import read_pairs, rerank_here, run_pairs, write_output
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "dl19"
 
@@ -113,7 +111,6 @@ def test_read_pairs_refuses_missing_broken_and_unknown_files(tmp_path: Path) -> 
 
 
 def test_ray_settings_map_to_ray_serve_options() -> None:
-    pytest.importorskip("ray")
     from crossrank.scale.serving import build_application, deployment_options
 
     fixed = deployment_options(replicas=3, threads_per_replica=2, max_ongoing_requests=8)
@@ -139,7 +136,6 @@ def test_ray_settings_map_to_ray_serve_options() -> None:
 
 
 def test_ray_job_settings_are_checked_before_any_cluster_starts() -> None:
-    pytest.importorskip("ray")
     import ray
 
     from crossrank.errors import ModelNotFoundError

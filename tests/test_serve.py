@@ -26,18 +26,18 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 
 from crossrank import CrossEncoder
 from crossrank.errors import ConfigError
 from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run
-
-pytest.importorskip("fastapi")
-import uvicorn
-
 from crossrank.serve import ApiKeys, ServeConfig, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "dl19"
+
+# generous: a loaded CI machine can take seconds to answer; no test relies on a client default
+HTTP_TIMEOUT = 120.0
 
 
 # ---------------------------------------------------------------------- helpers
@@ -132,7 +132,11 @@ def url(default_model: CrossEncoder) -> Iterator[str]:
 
 def test_v1_rerank_cohere_and_jina_shape_with_library_scores(url: str, default_model: CrossEncoder) -> None:
     query, docs = dl19_candidates(1, 12)[0]
-    r = httpx.post(f"{url}/v1/rerank", json={"model": "rerank-v3.5", "query": query, "documents": docs, "top_n": 5})
+    r = httpx.post(
+        f"{url}/v1/rerank",
+        json={"model": "rerank-v3.5", "query": query, "documents": docs, "top_n": 5},
+        timeout=HTTP_TIMEOUT,
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     body = r.json()
     assert set(body) == {"id", "model", "results", "meta", "usage"} and body["model"] == "default"
@@ -150,6 +154,7 @@ def test_v1_rerank_cohere_and_jina_shape_with_library_scores(url: str, default_m
     r = httpx.post(
         f"{url}/v1/rerank",
         json={"query": query, "documents": objs, "return_documents": True, "raw_scores": True},
+        timeout=HTTP_TIMEOUT,
     )
     body = r.json()
     assert_same_ranking(
@@ -169,24 +174,27 @@ def test_rank_fields_join_fields_as_the_library_joins_title_and_text(url: str, d
     r = httpx.post(
         f"{url}/v2/rerank",
         json={"query": "what is a cat", "documents": records, "rank_fields": ["title", "text"]},
+        timeout=HTTP_TIMEOUT,
     )
     got = [(x["index"], x["relevance_score"]) for x in r.json()["results"]]
     want = [(h.index, h.score) for h in default_model.rerank("what is a cat", records).hits]
     assert_same_ranking(got, want)
-    r = httpx.post(f"{url}/v2/rerank", json={"query": "q", "documents": records, "rank_fields": ["body"]})
+    r = httpx.post(
+        f"{url}/v2/rerank", json={"query": "q", "documents": records, "rank_fields": ["body"]}, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 400 and "field 'body'" in r.json()["message"]
 
 
 def test_tei_shape(url: str, default_model: CrossEncoder) -> None:
     query, docs = dl19_candidates(2, 8)[1]
-    r = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs, "return_text": True})
+    r = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs, "return_text": True}, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200
     ranks = r.json()
     assert isinstance(ranks, list) and all(set(x) == {"index", "score", "text"} for x in ranks)
     assert_same_ranking([(x["index"], x["score"]) for x in ranks], library_ranking(default_model, query, docs))
     assert all(x["text"] == docs[x["index"]] for x in ranks)
     assert int(r.headers["x-compute-tokens"]) > 0 and r.headers["x-crossrank-truncated"] == "0"
-    r = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs, "raw_scores": True})
+    r = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs, "raw_scores": True}, timeout=HTTP_TIMEOUT)
     ranks = r.json()
     assert all(set(x) == {"index", "score"} for x in ranks)
     assert_same_ranking([(x["index"], x["score"]) for x in ranks], library_ranking(default_model, query, docs, "none"))
@@ -195,28 +203,28 @@ def test_tei_shape(url: str, default_model: CrossEncoder) -> None:
 def test_score_endpoint_equals_score_details(url: str, default_model: CrossEncoder) -> None:
     (q1, d1), (q2, d2) = dl19_candidates(2, 3)
     pairs = [[q1, d] for d in d1] + [[q2, d] for d in d2]
-    body = httpx.post(f"{url}/v1/score", json={"pairs": pairs}).json()
+    body = httpx.post(f"{url}/v1/score", json={"pairs": pairs}, timeout=HTTP_TIMEOUT).json()
     want = default_model.score_details([tuple(p) for p in pairs])
     np.testing.assert_allclose(body["scores"], want.scores, rtol=0, atol=1e-6)
     assert body["truncated"] == want.truncated.tolist() and body["num_tokens"] == want.num_tokens.tolist()
     assert body["activation"] == "sigmoid" and body["labels"] == ["LABEL_0"]
-    raw = httpx.post(f"{url}/v1/score", json={"pairs": pairs, "raw_scores": True}).json()
+    raw = httpx.post(f"{url}/v1/score", json={"pairs": pairs, "raw_scores": True}, timeout=HTTP_TIMEOUT).json()
     np.testing.assert_allclose(
         raw["scores"], default_model.score([tuple(p) for p in pairs], activation="none"), rtol=0, atol=1e-6
     )
 
 
 def test_models_health_ready(url: str) -> None:
-    models = httpx.get(f"{url}/v1/models").json()
+    models = httpx.get(f"{url}/v1/models", timeout=HTTP_TIMEOUT).json()
     assert models["object"] == "list" and models["data"][0]["id"] == "default"
     assert models["data"][0]["max_length"] == 512 and models["models"][0]["endpoints"] == ["rerank"]
-    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{url}/ready").json() == {"status": "ready", "model": "default"}
+    assert httpx.get(f"{url}/health", timeout=HTTP_TIMEOUT).json() == {"status": "ok"}
+    assert httpx.get(f"{url}/ready", timeout=HTTP_TIMEOUT).json() == {"status": "ready", "model": "default"}
     for path in ("/health", "/ready", "/"):  # probes that send HEAD get an answer without a body
-        head = httpx.head(f"{url}{path}")
+        head = httpx.head(f"{url}{path}", timeout=HTTP_TIMEOUT)
         assert head.status_code == 200 and head.content == b"", path
-    assert httpx.head(f"{url}/").headers["content-type"].startswith("text/html")
-    spec = httpx.get(f"{url}/openapi.json").json()
+    assert httpx.head(f"{url}/", timeout=HTTP_TIMEOUT).headers["content-type"].startswith("text/html")
+    spec = httpx.get(f"{url}/openapi.json", timeout=HTTP_TIMEOUT).json()
     assert {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/v1/search", "/v1/models", "/metrics"} <= set(
         spec["paths"]
     )
@@ -228,8 +236,8 @@ def test_models_health_ready(url: str) -> None:
 def test_truncation_is_reported_everywhere(url: str, default_model: CrossEncoder) -> None:
     long_doc = " ".join(passages(20))  # ~1,500 tokens: cut to 512
     docs = ["A cat is a small feline.", long_doc, "Paris is in France."]
-    before = httpx.get(f"{url}/metrics").text
-    r = httpx.post(f"{url}/v1/rerank", json={"query": "what is a cat", "documents": docs})
+    before = httpx.get(f"{url}/metrics", timeout=HTTP_TIMEOUT).text
+    r = httpx.post(f"{url}/v1/rerank", json={"query": "what is a cat", "documents": docs}, timeout=HTTP_TIMEOUT)
     meta = r.json()["meta"]
     assert meta["crossrank"]["truncated"] == [1] and r.headers["x-crossrank-truncated"] == "1"
     assert len(meta["warnings"]) == 1 and "1 of 3 documents were cut" in meta["warnings"][0]
@@ -237,19 +245,25 @@ def test_truncation_is_reported_everywhere(url: str, default_model: CrossEncoder
         [(x["index"], x["relevance_score"]) for x in r.json()["results"]],
         library_ranking(default_model, "what is a cat", docs),
     )
-    after = httpx.get(f"{url}/metrics").text
+    after = httpx.get(f"{url}/metrics", timeout=HTTP_TIMEOUT).text
     assert metric(after, "crossrank_truncated_pairs_total") == metric(before, "crossrank_truncated_pairs_total") + 1
 
     # TEI: truncate=false refuses, as TEI does (413, validation); true cuts and says so
-    r = httpx.post(f"{url}/rerank", json={"query": "what is a cat", "texts": docs, "truncate": False})
+    r = httpx.post(
+        f"{url}/rerank", json={"query": "what is a cat", "texts": docs, "truncate": False}, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 413 and r.json()["error_type"] == "validation" and "[1]" in r.json()["error"]
-    r = httpx.post(f"{url}/rerank", json={"query": "what is a cat", "texts": docs, "truncate": True})
+    r = httpx.post(
+        f"{url}/rerank", json={"query": "what is a cat", "texts": docs, "truncate": True}, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 200 and r.headers["x-crossrank-truncated"] == "1"
 
     # Cohere v2's max_tokens_per_doc cuts documents first, and reports it
     short = "A cat is a small carnivorous mammal, the only domesticated species in the family Felidae."
     r = httpx.post(
-        f"{url}/v2/rerank", json={"model": "m", "query": "what is a cat", "documents": [short], "max_tokens_per_doc": 8}
+        f"{url}/v2/rerank",
+        json={"model": "m", "query": "what is a cat", "documents": [short], "max_tokens_per_doc": 8},
+        timeout=HTTP_TIMEOUT,
     )
     body = r.json()
     cut = default_model.encoder.windows(short, budget=8, stride=8)[0]
@@ -287,7 +301,7 @@ def test_truncation_is_reported_everywhere(url: str, default_model: CrossEncoder
 def test_bad_input_gets_json_errors_in_the_route_shape(
     url: str, path: str, payload: dict[str, Any], status: int, needle: str
 ) -> None:
-    r = httpx.post(f"{url}{path}", json=payload)
+    r = httpx.post(f"{url}{path}", json=payload, timeout=HTTP_TIMEOUT)
     assert r.status_code == status and r.headers["content-type"] == "application/json"
     message = error_message(path, r.json())
     assert needle in message, message
@@ -309,36 +323,51 @@ def error_message(path: str, body: Any) -> str:
 
 
 def test_malformed_bodies_and_unknown_routes(url: str) -> None:
-    r = httpx.post(f"{url}/v2/rerank", content=b"{not json", headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{url}/v2/rerank", content=b"{not json", headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 400 and "JSON" in r.json()["message"]
-    r = httpx.post(f"{url}/rerank", content=b"[1, 2]", headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{url}/rerank", content=b"[1, 2]", headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT
+    )
     assert r.status_code == 422 and r.json()["error_type"] == "validation"
-    r = httpx.get(f"{url}/v1/rerank")
+    r = httpx.get(f"{url}/v1/rerank", timeout=HTTP_TIMEOUT)
     assert r.status_code == 405 and "message" in r.json()
-    r = httpx.get(f"{url}/nothing/here")
+    r = httpx.get(f"{url}/nothing/here", timeout=HTTP_TIMEOUT)
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
 
 
 def test_limits(default_model: CrossEncoder) -> None:
     config = ServeConfig(max_documents=3, max_document_chars=50, max_body_bytes=2000)
     with serving(create_app(default_model, config=config)) as base:
-        r = httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a", "b", "c", "d"]})
+        r = httpx.post(
+            f"{base}/v1/rerank", json={"query": "q", "documents": ["a", "b", "c", "d"]}, timeout=HTTP_TIMEOUT
+        )
         assert r.status_code == 400 and "4 documents is more than the limit of 3" in r.json()["message"]
-        r = httpx.post(f"{base}/rerank", json={"query": "q", "texts": ["x" * 51]})
+        r = httpx.post(f"{base}/rerank", json={"query": "q", "texts": ["x" * 51]}, timeout=HTTP_TIMEOUT)
         assert r.status_code == 413 and r.json()["error_type"] == "validation" and "51 characters" in r.json()["error"]
-        r = httpx.post(f"{base}/v2/rerank", json={"query": "q" * 51, "documents": ["a"]})
+        r = httpx.post(f"{base}/v2/rerank", json={"query": "q" * 51, "documents": ["a"]}, timeout=HTTP_TIMEOUT)
         assert r.status_code == 400 and "query has 51 characters" in r.json()["message"]
         big = json.dumps({"query": "q", "documents": ["word " * 10] * 50}).encode()
-        r = httpx.post(f"{base}/v2/rerank", content=big, headers={"content-type": "application/json"})
+        r = httpx.post(
+            f"{base}/v2/rerank", content=big, headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT
+        )
         assert r.status_code == 413 and "2000 bytes" in r.json()["message"]
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts what arrives
             for i in range(0, len(big), 500):
                 yield big[i : i + 500]
 
-        r = httpx.post(f"{base}/rerank", content=chunks(), headers={"content-type": "application/json"})
+        r = httpx.post(
+            f"{base}/rerank", content=chunks(), headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT
+        )
         assert r.status_code == 413 and r.json()["error_type"] == "validation"
-        assert httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}).status_code == 200
+        assert (
+            httpx.post(
+                f"{base}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=HTTP_TIMEOUT
+            ).status_code
+            == 200
+        )
 
 
 # ---------------------------------------------------------------------- batching and load
@@ -369,7 +398,7 @@ def test_concurrent_requests_merge_into_fewer_model_calls(default_model: CrossEn
                 return await blocker, list(await asyncio.gather(*small))
 
         blocked, responses = asyncio.run(burst())
-        text = httpx.get(f"{base}/metrics").text
+        text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
     assert blocked.status_code == 200 and all(r.status_code == 200 for r in responses)
     calls = metric(text, "crossrank_batch_requests_count")
     assert metric(text, "crossrank_batch_requests_sum") == 17
@@ -389,7 +418,10 @@ def test_health_answers_while_inference_is_busy(default_model: CrossEncoder) -> 
         heavy = pool.submit(
             httpx.post, f"{base}/v1/rerank", json={"query": "what is a cat", "documents": docs}, timeout=120
         )
-        while metric(httpx.get(f"{base}/metrics").text, "crossrank_queue_depth") < 1 and not heavy.done():
+        while (
+            metric(httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text, "crossrank_queue_depth") < 1
+            and not heavy.done()
+        ):
             time.sleep(0.005)
         for _ in range(5):
             assert httpx.get(f"{base}/health", timeout=60).status_code == 200
@@ -407,7 +439,7 @@ def test_full_queue_answers_429_at_once_and_accepted_requests_complete(default_m
     blocker = {"query": "what is a cat", "documents": passages(100)}
     proc = psutil.Process()
     with serving(create_app(default_model, config=config)) as base:
-        httpx.post(f"{base}/v1/rerank", json={"query": query, "documents": docs})  # warm
+        httpx.post(f"{base}/v1/rerank", json={"query": query, "documents": docs}, timeout=HTTP_TIMEOUT)  # warm
         rss_before = proc.memory_info().rss
 
         def call(i: int) -> tuple[int, bool, dict[str, str], Any]:
@@ -422,12 +454,15 @@ def test_full_queue_answers_429_at_once_and_accepted_requests_complete(default_m
         with ThreadPoolExecutor(21) as pool:
             # one long request takes one of the two places; then 10x the queue's capacity at once
             busy = pool.submit(httpx.post, f"{base}/v1/rerank", json=blocker, timeout=120)
-            while metric(httpx.get(f"{base}/metrics").text, "crossrank_queue_depth") < 1 and not busy.done():
+            while (
+                metric(httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text, "crossrank_queue_depth") < 1
+                and not busy.done()
+            ):
                 time.sleep(0.005)
             results = list(pool.map(call, range(20)))
             assert busy.result().status_code == 200
-        text = httpx.get(f"{base}/metrics").text
-        assert httpx.get(f"{base}/health").status_code == 200  # the server survived
+        text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
+        assert httpx.get(f"{base}/health", timeout=HTTP_TIMEOUT).status_code == 200  # the server survived
         rss_after = proc.memory_info().rss
     statuses = [s for s, *_ in results]
     assert set(statuses) <= {200, 429} and statuses.count(429) >= 10 and statuses.count(200) >= 1
@@ -454,7 +489,7 @@ def test_timeout_gets_504_and_the_server_goes_on(default_model: CrossEncoder) ->
         assert r.status_code == 504 and "did not finish within 0.01 s" in r.json()["message"]
         r = httpx.post(f"{base}/rerank", json={"query": "what is a cat", "texts": docs}, timeout=60)
         assert r.status_code == 504 and r.json()["error_type"] == "timeout"
-        text = httpx.get(f"{base}/metrics").text
+        text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
         assert metric(text, "crossrank_rejected_total", reason="timeout") == 2
         assert metric(text, "crossrank_requests_total", route="/v1/rerank", status="504") == 1
 
@@ -472,19 +507,32 @@ def test_api_keys_and_no_key_material_in_logs(
     caplog.set_level(logging.DEBUG)
     with serving(create_app(default_model, api_keys=keys)) as base:
         body = {"query": secret_query, "documents": ["A cat is a small feline.", "Paris is in France."]}
-        r = httpx.post(f"{base}/v1/rerank", json=body)
+        r = httpx.post(f"{base}/v1/rerank", json=body, timeout=HTTP_TIMEOUT)
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
         assert "API key" in r.json()["message"]
-        r = httpx.post(f"{base}/rerank", json={"query": "q", "texts": ["a"]}, headers={"Authorization": "Bearer nope"})
+        r = httpx.post(
+            f"{base}/rerank",
+            json={"query": "q", "texts": ["a"]},
+            headers={"Authorization": "Bearer nope"},
+            timeout=HTTP_TIMEOUT,
+        )
         assert r.status_code == 401 and r.json()["error_type"] == "unauthorized"
-        r = httpx.post(f"{base}/v1/rerank", json=body, headers={"Authorization": f"Basic {key}"})
+        r = httpx.post(f"{base}/v1/rerank", json=body, headers={"Authorization": f"Basic {key}"}, timeout=HTTP_TIMEOUT)
         assert r.status_code == 401
         for good in (key, other):
-            r = httpx.post(f"{base}/v1/rerank", json=body, headers={"Authorization": f"Bearer {good}"})
+            r = httpx.post(
+                f"{base}/v1/rerank", json=body, headers={"Authorization": f"Bearer {good}"}, timeout=HTTP_TIMEOUT
+            )
             assert r.status_code == 200
-        assert httpx.get(f"{base}/metrics").status_code == 401
-        assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200
-        assert httpx.get(f"{base}/health").status_code == 200 and httpx.get(f"{base}/ready").status_code == 200
+        assert httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).status_code == 401
+        assert (
+            httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=HTTP_TIMEOUT).status_code
+            == 200
+        )
+        assert (
+            httpx.get(f"{base}/health", timeout=HTTP_TIMEOUT).status_code == 200
+            and httpx.get(f"{base}/ready", timeout=HTTP_TIMEOUT).status_code == 200
+        )
     logged = caplog.text
     assert "POST /v1/rerank 401" in logged and "POST /v1/rerank 200" in logged
     for secret in (key, other, "ck-live", secret_query, "feline"):
@@ -511,15 +559,22 @@ def test_api_keys_from_file_and_bad_keys(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_cors_is_off_unless_configured(url: str, default_model: CrossEncoder) -> None:
     origin = {"Origin": "https://app.example.com"}
-    r = httpx.get(f"{url}/v1/models", headers=origin)
+    r = httpx.get(f"{url}/v1/models", headers=origin, timeout=HTTP_TIMEOUT)
     assert "access-control-allow-origin" not in r.headers
     preflight = {**origin, "Access-Control-Request-Method": "POST"}
-    assert "access-control-allow-origin" not in httpx.options(f"{url}/v1/rerank", headers=preflight).headers
+    assert (
+        "access-control-allow-origin"
+        not in httpx.options(f"{url}/v1/rerank", headers=preflight, timeout=HTTP_TIMEOUT).headers
+    )
     config = ServeConfig(cors_origins=("https://app.example.com",))
     with serving(create_app(default_model, config=config, api_keys=ApiKeys(["cors-test-key-1"]))) as base:
-        r = httpx.options(f"{base}/v1/rerank", headers={**preflight, "Access-Control-Request-Headers": "authorization"})
+        r = httpx.options(
+            f"{base}/v1/rerank",
+            headers={**preflight, "Access-Control-Request-Headers": "authorization"},
+            timeout=HTTP_TIMEOUT,
+        )
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example.com"
-        r = httpx.get(f"{base}/health", headers={"Origin": "https://evil.example.com"})
+        r = httpx.get(f"{base}/health", headers={"Origin": "https://evil.example.com"}, timeout=HTTP_TIMEOUT)
         assert "access-control-allow-origin" not in r.headers
 
 
@@ -558,12 +613,14 @@ def test_search_runs_the_pipeline(default_model: CrossEncoder, dl19_index: Any) 
                 )
             )
         r = httpx.post(
-            f"{base}/v1/search", json={"query": queries[0], "k": 5, "rerank": False, "return_documents": False}
+            f"{base}/v1/search",
+            json={"query": queries[0], "k": 5, "rerank": False, "return_documents": False},
+            timeout=HTTP_TIMEOUT,
         )
         first_stage = r.json()
-        r = httpx.post(f"{base}/v1/search", json={"query": queries[0], "k": 500})
+        r = httpx.post(f"{base}/v1/search", json={"query": queries[0], "k": 500}, timeout=HTTP_TIMEOUT)
         assert r.status_code == 400 and "k=500" in r.json()["error"]["message"]
-        text = httpx.get(f"{base}/metrics").text
+        text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
     pipe = Pipeline(index, reranker=default_model)
     for q, body in zip(queries, bodies, strict=True):
         want = pipe.search(q, k=3, depth=10)
@@ -582,7 +639,7 @@ def test_search_runs_the_pipeline(default_model: CrossEncoder, dl19_index: Any) 
 def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
     default_model: CrossEncoder, dl19_index: Any
 ) -> None:
-    schemathesis = pytest.importorskip("schemathesis")
+    import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
@@ -615,7 +672,7 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
                     case.call_and_validate(base_url=base, checks=checks)
 
                 fuzz()
-        text = httpx.get(f"{base}/metrics").text
+        text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
     assert not re.search(r'crossrank_requests_total\{route="[^"]*",status="5\d\d"\}', text)
     for route in ("/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/v1/search"):  # some got through
         assert metric(text, "crossrank_requests_total", route=route, status="200") >= 1, route
@@ -663,7 +720,7 @@ def test_cli_serve_drains_in_flight_requests_on_sigterm(tmp_path: Path) -> None:
                     for _ in range(6)
                 ]
                 while True:  # every request accepted: queued, running or answered
-                    text = httpx.get(f"{base}/metrics").text
+                    text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
                     done = metric(text, "crossrank_requests_total", route="/v1/rerank", status="200")
                     if done + metric(text, "crossrank_queue_depth") >= 6:
                         break

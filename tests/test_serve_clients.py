@@ -9,16 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import cohere
 import httpx
 import pytest
 
 from crossrank import CrossEncoder
+from crossrank.serve import ApiKeys, ServeConfig, create_app
 from test_serve import assert_same_ranking, dl19_candidates, library_ranking, serving
-
-pytest.importorskip("fastapi")
-cohere = pytest.importorskip("cohere")
-
-from crossrank.serve import ApiKeys, ServeConfig, create_app  # noqa: E402
 
 KEY = "client-test-key-5a1f0c9e"
 
@@ -89,7 +86,7 @@ def test_cohere_sdk_async_v2_client(url: str, default_model: CrossEncoder, candi
 
 
 def test_langchain_cohere_rerank(url: str, default_model: CrossEncoder, candidates: tuple[str, list[str]]) -> None:
-    langchain_cohere = pytest.importorskip("langchain_cohere")
+    import langchain_cohere
     from langchain_core.documents import Document
 
     query, docs = candidates
@@ -104,7 +101,7 @@ def test_langchain_cohere_rerank(url: str, default_model: CrossEncoder, candidat
 
 
 def test_llama_index_cohere_rerank(url: str, default_model: CrossEncoder, candidates: tuple[str, list[str]]) -> None:
-    cohere_rerank = pytest.importorskip("llama_index.postprocessor.cohere_rerank")
+    import llama_index.postprocessor.cohere_rerank as cohere_rerank
     from llama_index.core.schema import NodeWithScore, TextNode
 
     query, docs = candidates

@@ -6,7 +6,6 @@ byte-level BPE or Unigram trained here on real DL 2019 passages.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -170,33 +169,32 @@ def build_all(root: Path) -> dict[str, Path]:
             two,
         ),
     }
-    with contextlib.suppress(ValueError, KeyError):  # this transformers may have no ModernBERT
-        out["modernbert"] = _save(
-            root / "modernbert",
-            mbt,
-            "modernbert",
-            {
-                "hidden_size": 32,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "intermediate_size": 64,
-                "num_labels": 1,
-                "pad_token_id": mbt.token_to_id("[PAD]"),
-                "cls_token_id": mbt.token_to_id("[CLS]"),
-                "sep_token_id": mbt.token_to_id("[SEP]"),
-                "bos_token_id": mbt.token_to_id("[CLS]"),
-                "eos_token_id": mbt.token_to_id("[SEP]"),
-                "global_attn_every_n_layers": 1,
-                "local_attention": 16,
-                "reference_compile": False,
-            },
-            {
-                "cls_token": "[CLS]",
-                "sep_token": "[SEP]",
-                "pad_token": "[PAD]",
-                "unk_token": "[UNK]",
-                "mask_token": "[MASK]",
-            },
-            two,
-        )
+    out["modernbert"] = _save(
+        root / "modernbert",
+        mbt,
+        "modernbert",
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "num_labels": 1,
+            "pad_token_id": mbt.token_to_id("[PAD]"),
+            "cls_token_id": mbt.token_to_id("[CLS]"),
+            "sep_token_id": mbt.token_to_id("[SEP]"),
+            "bos_token_id": mbt.token_to_id("[CLS]"),
+            "eos_token_id": mbt.token_to_id("[SEP]"),
+            "global_attn_every_n_layers": 1,
+            "local_attention": 16,
+            "reference_compile": False,
+        },
+        {
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "mask_token": "[MASK]",
+        },
+        two,
+    )
     return out
