@@ -17,6 +17,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Keep the optimized-graph cache inside the test session unless the caller set one.
     os.environ.setdefault("CROSSRANK_CACHE", str(ROOT / ".cache" / "crossrank"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    # the engine `auto` picks must not change in the middle of a session (see test_first_minutes.py)
+    os.environ.setdefault("CROSSRANK_BACKGROUND_BUILD", "0")
     # The Ray tests' cluster runs with token authentication; Ray reads the mode when it is imported.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))

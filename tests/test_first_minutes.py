@@ -275,3 +275,36 @@ def test_non_english_queries_on_the_english_default_are_warned_once(
     with caplog.at_level(logging.WARNING, logger="crossrank"):
         default_model.score([("qu'est-ce qu'un chat ? café", "Un chat est un petit félin.")])
     assert not [r for r in caplog.records if "trained on English" in r.getMessage()]
+
+
+def test_a_vnni_cpu_builds_the_faster_graph_in_the_background_for_the_next_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    import crossrank.cpu as cpu
+
+    monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path))
+    monkeypatch.setenv("CROSSRANK_BACKGROUND_BUILD", "1")
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    with caplog.at_level(logging.WARNING, logger="crossrank"):
+        first = CrossEncoder("fast")
+    assert first.backend_name == "onnx"  # the first result never waits on the calibration
+    said = [r.getMessage() for r in caplog.records if "in the background" in r.getMessage()]
+    assert len(said) == 1 and "CROSSRANK_BACKGROUND_BUILD=0" in said[0]
+    builtin = lookup("fast")
+    assert builtin is not None
+    lock = tmp_path / "builtin" / "crossrank-fast-prepare.lock"
+    assert builtin.prepare_in_background() is None  # one build at a time
+    deadline = time.monotonic() + 900
+    while lock.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    log_text = (tmp_path / "builtin" / "crossrank-fast-prepare.log").read_text()
+    assert not lock.exists() and builtin.openvino_ready(), log_text
+    again = CrossEncoder("fast")
+    assert again.backend_name == "openvino" and "prepared" in again.backend_reason
+    pairs = [("what is a cat", "A cat is a small feline."), ("what is a cat", "Paris is in France.")]
+    assert again.score(pairs)[0] > again.score(pairs)[1]
+    monkeypatch.setenv("CROSSRANK_BACKGROUND_BUILD", "0")
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert lookup("default").prepare_in_background() is None  # type: ignore[union-attr]

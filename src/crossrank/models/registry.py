@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from crossrank.errors import ModelError, ModelNotFoundError
 __all__ = ["BUILTINS", "BuiltinModel", "builtin_names", "lookup"]
 
 log = logging.getLogger(__name__)
+
+#: set to 0 to never build a faster graph in the background (see BuiltinModel.prepare_in_background)
+BACKGROUND_BUILD_ENV = "CROSSRANK_BACKGROUND_BUILD"
 
 _VERSION = "0.1.0"  # crossrank's own version: the `fast` model ships inside this package
 
@@ -212,6 +216,63 @@ class BuiltinModel:
             f"-ov{_dist_version('openvino')}-b{build_code_digest()}"
         )
 
+    def prepare_in_background(self) -> int | None:
+        """Start building the static int8 OpenVINO graph in a detached, low-priority process; return its pid.
+
+        Returns ``None`` when the graph is ready, when a build is already running (a lock file in
+        the cache names its pid), or when ``$CROSSRANK_BACKGROUND_BUILD`` is ``0``. The process
+        runs ``crossrank models prepare NAME --openvino`` at nice 10 and outlives its parent, so a
+        one-shot command returns at once and a later load finds the graph. Its output goes to
+        ``<cache>/builtin/<name>-prepare.log``.
+        """
+        import subprocess
+        import sys
+
+        from crossrank.models.cache import cache_dir
+
+        if os.environ.get(BACKGROUND_BUILD_ENV, "1").strip() == "0" or self.openvino_ready():
+            return None
+        folder = cache_dir() / "builtin"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / f"{self.name}-prepare.lock"
+        if lock.is_file():
+            try:
+                pid = int(lock.read_text(encoding="utf-8").strip() or 0)
+                os.kill(pid, 0)
+                return None  # a build is running
+            except (ValueError, ProcessLookupError, PermissionError, OSError):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return None  # another process won the race
+        log_file = (folder / f"{self.name}-prepare.log").open("w", encoding="utf-8")
+        wrapper = (
+            "import os, sys\n"
+            "os.nice(10)\n"
+            "name, lock = sys.argv[1], sys.argv[2]\n"
+            "try:\n"
+            "    from crossrank.models.registry import lookup\n"
+            "    lookup(name).openvino_int8()\n"
+            "finally:\n"
+            "    if os.path.exists(lock):\n"
+            "        os.unlink(lock)\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", wrapper, self.name, str(lock)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+        log_file.close()
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(str(proc.pid))
+        # held so the process is reaped when it ends (polled on each start), never warned about as leaked
+        _BACKGROUND[:] = [p for p in _BACKGROUND if p.poll() is None] + [proc]
+        return proc.pid
+
     def openvino_int8(self) -> Path:
         """Return the folder of this model's static int8 OpenVINO graph, building it once into the cache.
 
@@ -243,6 +304,7 @@ class BuiltinModel:
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_BACKGROUND: list[Any] = []  # background graph builds started by this process
 
 
 def build_code_digest() -> str:
