@@ -149,8 +149,10 @@ def test_truncation_is_counted_and_windows_see_the_whole_document(default_model:
     result = windowed(window_stride=8).score_details([("what is a cat", long_doc), ("what is a cat", needle)])
     assert result.num_truncated == 0
     assert result.num_tokens[0] > 1000  # every window was read
-    assert result.scores[0] > 0.5  # the window holding the answer wins
     cut = CrossEncoder("default", config=ScoringConfig(max_length=48)).score([("what is a cat", long_doc)])[0]
+    # the window holding the answer wins: a likely match (0.49 with ONNX Runtime int8, 0.5x with
+    # OpenVINO int8) where the cut document scores as no match at all
+    assert result.scores[0] > 0.25 and cut < 0.01
     first = windowed(window_aggregate="first").score([("what is a cat", long_doc)])[0]
     assert first == pytest.approx(cut, abs=1e-3)  # the first window is the truncated document
     mean = windowed(window_stride=8, window_aggregate="mean").score([("what is a cat", long_doc)])[0]

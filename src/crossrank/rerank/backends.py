@@ -117,6 +117,11 @@ class OnnxBackend:
         self.session = sessions[0]
         self.model_file = onnx_file
         self.parallelism = instances
+        # A dynamically quantized graph scales each activation tensor by the batch's own range, so
+        # a pair's score would move with its batch-mates. One pair per call keeps every score its
+        # own; on CPUs it costs nothing (2 AVX2 cores: 45.5 pairs/s at one pair per call, 41.2 at
+        # 16), since a pair's tokens alone fill the matrix products and no padding is read.
+        self.max_batch_size: int | None = 1 if _has_dynamic_quantization(onnx_file) else None
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for sess in sessions:
             self._pool.put(sess)
@@ -150,6 +155,15 @@ class OnnxBackend:
         finally:
             self._pool.put(session)
         return np.asarray(logits, dtype=np.float32).reshape(input_ids.shape[0], -1)
+
+
+def _has_dynamic_quantization(onnx_file: Path) -> bool:
+    """Return whether the graph quantizes activations at run time (``DynamicQuantizeLinear``)."""
+    try:
+        # op types are stored as plain strings in the protobuf: no need to parse the graph
+        return b"DynamicQuantizeLinear" in Path(onnx_file).read_bytes()
+    except OSError:
+        return False
 
 
 class TorchBackend:

@@ -99,6 +99,8 @@ class CrossEncoder:
         self.encoder = PairEncoder(self.files.tokenizer_file, max_length=max_length)
         self.backend: Backend = self._make_backend(config)
         self.num_labels = self.backend.num_labels
+        cap = getattr(self.backend, "max_batch_size", None)
+        self._max_batch_size = min(self.config.max_batch_size, cap) if cap else self.config.max_batch_size
         self.labels = _labels(self.files.config, self.num_labels)
         self.calibration_source: str | None = None
         self.calibration: Calibration | None = self._load_calibration(calibration)
@@ -409,7 +411,7 @@ class CrossEncoder:
                     self.backend,
                     enc,
                     token_budget=self.config.token_budget,
-                    max_batch_size=self.config.max_batch_size,
+                    max_batch_size=self._max_batch_size,
                     on_batch=tick,
                     pad_id=self.encoder.pad_id,
                 )
