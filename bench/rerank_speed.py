@@ -2,11 +2,16 @@
 
 By default: the BM25 top-100 of the 43 TREC DL 2019 queries from ../shared/data (4,300 pairs), the
 default model (cross-encoder/ms-marco-MiniLM-L-12-v2) in every system, the same threads. Each
-system runs in its own subprocess so peak RSS is its own. Prints pairs/s, p50/p95 latency to rerank
-one query's 100 candidates, peak RSS, nDCG@10, and ratios to (a) sentence-transformers fp32 torch.
+system runs in its own subprocess so peak RSS is its own. Each system is timed two ways over the
+same pairs: per query (one call per query's candidates, as a search service calls it) and in batch
+(every pair in one call, as an offline job would; FlashRank has no such call). Prints pairs/s both
+ways, p50/p95 latency to rerank one query's candidates, peak RSS, nDCG@10, and ratios to (a)
+sentence-transformers fp32 torch and to the fastest sentence-transformers backend. Every result
+records the CPU's instruction set and the load average before and after (was the machine idle?).
 
-    python bench/rerank_speed.py                      # everything (about 8 minutes on 2 cores)
+    python bench/rerank_speed.py                      # everything (about 20 minutes on 2 AVX2 cores)
     python bench/rerank_speed.py --data DIR --run FILE --only crossrank-default,st-torch-fp32
+    python bench/rerank_speed.py --compare-commit HEAD~1   # also crossrank-default as of that commit
 """
 
 from __future__ import annotations
@@ -28,12 +33,46 @@ WORK = ROOT / "bench" / ".work"
 
 SYSTEMS = {
     "st-torch-fp32": "(a) sentence-transformers CrossEncoder, fp32 torch, batch 32",
-    "st-onnx-int8": "(b) sentence-transformers backend='onnx', dynamic int8 (avx512_vnni config)",
+    "st-onnx-int8": "(b) sentence-transformers backend='onnx', dynamic int8 (its avx512_vnni or avx2 config)",
     "st-openvino-int8": "(b) sentence-transformers backend='openvino', static int8 (its export helper)",
     "flashrank": "(c) FlashRank Ranker, the same int8 ONNX graph",
-    "crossrank-default": "(d) crossrank CrossEncoder('default'), default settings",
-    "crossrank-fastest": "(d) crossrank, fastest settings found (max_batch_size=8)",
+    "crossrank-default": "(d) crossrank CrossEncoder('default'), default settings (auto engine)",
+    "crossrank-onnx": "(d) crossrank backend='onnx' (ONNX Runtime, fused graph, dynamic int8)",
+    "crossrank-openvino": "(d) crossrank backend='openvino' (static int8 OpenVINO graph)",
+    "crossrank-previous": "(e) crossrank-default as of --compare-commit, run from that commit's src/",
 }
+ST_SYSTEMS = ("st-torch-fp32", "st-onnx-int8", "st-openvino-int8")
+
+
+def machine() -> dict[str, Any]:
+    """Return what the figures depend on: CPU model, instruction set, usable cores, load average."""
+    import platform
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from crossrank.cpu import available_cores, cpu_flags
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model or platform.processor(),
+        "isa": sorted(cpu_flags()),
+        "cores": available_cores(),
+        "loadavg_1min": os.getloadavg()[0],
+        "python": platform.python_version(),
+    }
+
+
+def _st_onnx_config() -> str:
+    sys.path.insert(0, str(ROOT / "src"))
+    from crossrank.cpu import int8_dot_product
+
+    return "avx512_vnni" if int8_dot_product() else "avx2"
 
 
 # ----------------------------------------------------------------------------- data
@@ -88,7 +127,10 @@ def make_scorer(name: str, threads: int) -> Any:
             model = CrossEncoder(
                 str(WORK / "st-onnx"),
                 backend="onnx",
-                model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx", "provider": "CPUExecutionProvider"},
+                model_kwargs={
+                    "file_name": f"onnx/model_qint8_{_st_onnx_config()}.onnx",
+                    "provider": "CPUExecutionProvider",
+                },
             )
         else:
             model = CrossEncoder(
@@ -96,9 +138,21 @@ def make_scorer(name: str, threads: int) -> Any:
                 backend="openvino",
                 model_kwargs={"file_name": "openvino/openvino_model_qint8_quantized.xml"},
             )
-        return lambda q, docs: model.predict(
-            [(q, d["text"]) for d in docs], batch_size=32, show_progress_bar=False
-        ).tolist()
+
+        def st(q: str, docs: list[dict[str, str]]) -> list[float]:
+            return model.predict([(q, d["text"]) for d in docs], batch_size=32, show_progress_bar=False).tolist()
+
+        def st_many(qs: list[str], ds: list[list[dict[str, str]]]) -> list[list[float]]:
+            flat = [(q, d["text"]) for q, docs in zip(qs, ds, strict=True) for d in docs]
+            scores = model.predict(flat, batch_size=32, show_progress_bar=False).tolist()
+            out, i = [], 0
+            for docs in ds:
+                out.append(scores[i : i + len(docs)])
+                i += len(docs)
+            return out
+
+        st.many = st_many  # type: ignore[attr-defined]
+        return st
     if name == "flashrank":
         from flashrank import Ranker, RerankRequest
 
@@ -115,12 +169,9 @@ def make_scorer(name: str, threads: int) -> Any:
     from crossrank import CrossEncoder as CR
     from crossrank import ScoringConfig
 
-    config = (
-        ScoringConfig(threads=threads)
-        if name == "crossrank-default"
-        else ScoringConfig(threads=threads, max_batch_size=int(os.environ.get("CR_BS", "8")))
-    )
-    ce = CR("default", config=config)
+    backend = {"crossrank-onnx": "onnx", "crossrank-openvino": "openvino"}.get(name, "auto")
+    ce = CR("default", backend=backend, config=ScoringConfig(threads=threads))  # type: ignore[arg-type]
+    print(f"{name}: {ce.backend_name} ({getattr(ce, 'backend_reason', '')})", file=sys.stderr)
 
     def cr(q: str, docs: list[dict[str, str]]) -> list[float]:
         r = ce.rerank(q, docs)
@@ -142,13 +193,14 @@ def prepare(only: list[str]) -> None:
         from crossrank.models.convert import convert_builtin
 
         convert_builtin("default", fp32)
-    if "st-onnx-int8" in only and not (WORK / "st-onnx" / "onnx" / "model_qint8_avx512_vnni.onnx").is_file():
+    st_config = _st_onnx_config()
+    if "st-onnx-int8" in only and not (WORK / "st-onnx" / "onnx" / f"model_qint8_{st_config}.onnx").is_file():
         from sentence_transformers import CrossEncoder
         from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
         shutil.copytree(fp32, WORK / "st-onnx", dirs_exist_ok=True)
         model = CrossEncoder(str(WORK / "st-onnx"), backend="onnx")
-        export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(WORK / "st-onnx"))
+        export_dynamic_quantized_onnx_model(model, st_config, str(WORK / "st-onnx"))
     if (
         "st-openvino-int8" in only
         and not (WORK / "st-openvino" / "openvino" / "openvino_model_qint8_quantized.xml").is_file()
@@ -197,17 +249,20 @@ def worker(args: argparse.Namespace) -> None:
     scorer = make_scorer(args.worker, args.threads)
     scorer(qtexts[0], docs[0][:8])  # warm up
     n_pairs = sum(len(d) for d in docs)
-    start = time.perf_counter()
-    if hasattr(scorer, "many"):  # crossrank scores all queries' pairs in shared batches
-        scores = scorer.many(qtexts, docs)
-    else:
-        scores = [scorer(q, d) for q, d in zip(qtexts, docs, strict=True)]
-    throughput = n_pairs / (time.perf_counter() - start)
     lat = []
-    for q, d in list(zip(qtexts, docs, strict=True))[: args.latency_queries]:
+    start = time.perf_counter()
+    scores = []
+    for q, d in zip(qtexts, docs, strict=True):
         t = time.perf_counter()
-        scorer(q, d)
+        scores.append(scorer(q, d))
         lat.append(time.perf_counter() - t)
+    per_query = n_pairs / (time.perf_counter() - start)
+    batch = None
+    if hasattr(scorer, "many"):
+        start = time.perf_counter()
+        batch_scores = scorer.many(qtexts, docs)
+        batch = n_pairs / (time.perf_counter() - start)
+        assert len(batch_scores) == len(docs)
     lat.sort()
     pct = lambda p: lat[min(len(lat) - 1, round(p * (len(lat) - 1)))]  # noqa: E731
     print(
@@ -215,7 +270,9 @@ def worker(args: argparse.Namespace) -> None:
             {
                 "system": args.worker,
                 "pairs": n_pairs,
-                "pairs_per_s": throughput,
+                "pairs_per_s_per_query": per_query,
+                "pairs_per_s_batch": batch,
+                "pairs_per_s": max(per_query, batch or 0.0),
                 "p50_ms": 1000 * pct(0.5),
                 "p95_ms": 1000 * pct(0.95),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -233,6 +290,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=100)
     p.add_argument("--latency-queries", type=int, default=10, help="queries timed one by one for p50/p95")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--compare-commit", default=None, help="also run crossrank-default as of this git commit")
     p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated systems: " + ", ".join(SYSTEMS))
     p.add_argument("--json", type=Path, default=None, help="write the results here too")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -245,14 +303,27 @@ def main() -> None:
     unknown = set(only) - set(SYSTEMS)
     if unknown:
         p.error(f"unknown systems {sorted(unknown)}; choose from {list(SYSTEMS)}")
+    if args.compare_commit and "crossrank-previous" not in only:
+        only.append("crossrank-previous")
+    if "crossrank-previous" in only and not args.compare_commit:
+        p.error("crossrank-previous needs --compare-commit REV")
     prepare(only)
+    before = machine()
+    print(f"machine: {json.dumps(before)}", file=sys.stderr, flush=True)
     results = []
     for name in only:
+        env = dict(os.environ)
+        worker_name = name
+        if name == "crossrank-previous":
+            src = _checkout(args.compare_commit)
+            env["PYTHONPATH"] = str(src / "src")
+            env["CROSSRANK_CACHE"] = str(WORK / f"cache-{args.compare_commit.replace('/', '_')}")
+            worker_name = "crossrank-default"
         cmd = [
             sys.executable,
             __file__,
             "--worker",
-            name,
+            worker_name,
             "--data",
             str(args.data),
             "--run",
@@ -267,15 +338,40 @@ def main() -> None:
             str(args.latency_queries),
         ]
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             print(
                 f"  {name} failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}",
                 file=sys.stderr,
             )
             continue
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["system"] = name
+        engine = [x for x in out.stderr.splitlines() if x.startswith(f"{worker_name}: ")]
+        row["engine"] = engine[-1].partition(": ")[2] if engine else ""
+        results.append(row)
+    after = machine()
     report(results, args)
+    if args.json:
+        doc = {
+            "command": "python bench/rerank_speed.py " + " ".join(sys.argv[1:]),
+            "machine": {**before, "loadavg_1min_after": after["loadavg_1min"]},
+            "data": {"collection": args.data.name, "queries": args.queries, "depth": args.depth},
+            "compare_commit": args.compare_commit,
+            "results": results,
+        }
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _checkout(rev: str) -> Path:
+    """Return a clean worktree of ``rev`` (its src/ is put on PYTHONPATH for crossrank-previous)."""
+    sha = subprocess.run(["git", "rev-parse", rev], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    tree = WORK / f"tree-{sha[:12]}"
+    if not tree.is_dir():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), sha], check=True, cwd=ROOT, capture_output=True
+        )
+    return tree
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -283,32 +379,34 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     from rich.table import Table
 
     base = next((r for r in results if r["system"] == "st-torch-fp32"), None)
+    st = [r for r in results if r["system"] in ST_SYSTEMS]
+    best_st = max(st, key=lambda r: r["pairs_per_s"]) if st else None
     t = Table(
         title=f"rerank speed: {args.data.name}, {args.queries} queries x top-{args.depth}, {args.threads} threads"
     )
-    for col in ("system", "pairs/s", "x (a)", "p50 ms", "p95 ms", "p50 / (a)", "peak RSS MB", "RSS / (a)", "nDCG@10"):
+    cols = ("system", "per query", "batch", "x (a)", "x best ST", "p50 ms", "p95 ms", "peak RSS MB", "nDCG@10")
+    for col in cols:
         t.add_column(col, justify="left" if col == "system" else "right")
     for r in results:
 
-        def ratio(key: str, r: dict[str, Any] = r) -> str:
-            return f"{r[key] / base[key]:.2f}" if base else "-"
+        def ratio(ref: dict[str, Any] | None, r: dict[str, Any] = r) -> str:
+            return f"{r['pairs_per_s'] / ref['pairs_per_s']:.2f}" if ref else "-"
 
         t.add_row(
             r["system"],
-            f"{r['pairs_per_s']:.1f}",
-            ratio("pairs_per_s"),
+            f"{r['pairs_per_s_per_query']:.1f}",
+            f"{r['pairs_per_s_batch']:.1f}" if r.get("pairs_per_s_batch") else "-",
+            ratio(base),
+            ratio(best_st),
             f"{r['p50_ms']:.0f}",
             f"{r['p95_ms']:.0f}",
-            ratio("p50_ms"),
             f"{r['peak_rss_mb']:.0f}",
-            ratio("peak_rss_mb"),
             f"{r['ndcg10']:.4f}" if r["ndcg10"] is not None else "-",
         )
     Console(width=160).print(t)
+    print("pairs/s: per query (one call per query) and batch (all pairs in one call); ratios use the better of the two")
     for s, desc in SYSTEMS.items():
         print(f"  {s}: {desc}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
