@@ -116,7 +116,7 @@ def test_hub_id_the_hub_does_not_know_is_named(tmp_path: Path) -> None:
     class NotFound(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(404)
-            self.send_header("X-Error-Code", "RepositoryNotFound")
+            self.send_header("X-Error-Code", "RepoNotFound")
             self.send_header("X-Error-Message", "Repository not found")
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -134,6 +134,7 @@ def test_hub_id_the_hub_does_not_know_is_named(tmp_path: Path) -> None:
         res = _load_from_hub(f"http://127.0.0.1:{server.server_address[1]}", tmp_path)
     finally:
         server.shutdown()
+        server.server_close()
     assert res.stdout.startswith(
         "ModelNotFoundError no model 'cross-encoder/ms-marco-MiniLM-L-6-v2' on the Hugging Face hub"
     ), res.stdout + res.stderr

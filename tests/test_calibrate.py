@@ -265,7 +265,7 @@ def test_bad_settings_and_files_get_clear_errors(tmp_path: Path, default_model: 
         default_model.score([("q", "d")], activation="calibrated")
     with pytest.raises(InputError, match=r"rel must be an int >= 1.*\(got 0\); TREC DL uses 2"):
         labelled_pairs(dl19, dl19 / "runs" / "bm25.top100.trec", depth=10, rel=0)
-    with pytest.raises(InputError, match=r"no judgments at .*dev\.tsv.*splits there: test"):
+    with pytest.raises(InputError, match=r"no judgments in .* for split 'dev': .*qrels/dev\.tsv.*splits there: test"):
         labelled_pairs(dl19, dl19 / "runs" / "bm25.top100.trec", depth=10, rel=2, split="dev")
     other = beir("cisi")
     with pytest.raises(InputError, match=r"no judged candidate with text .*same query and document ids"):

@@ -72,10 +72,10 @@ def test_rerank_batch_mode_reports_missing_ids(dl19: Path, tmp_path: Path) -> No
         str(out),
     ]
     res = crossrank(*args)
-    assert res.returncode == 2 and "1 doc ids not in" in res.stderr and "--skip-missing" in res.stderr
+    assert res.returncode == 2 and "1 doc id not in" in res.stderr and "--skip-missing" in res.stderr
     assert not out.exists()
     res = crossrank(*args, "--skip-missing")
-    assert res.returncode == 0 and "skipped 0 queries and 1 docs" in res.stderr
+    assert res.returncode == 0 and "skipped 0 queries and 1 doc missing" in res.stderr
     assert len(out.read_text().splitlines()) == 1
 
 

@@ -51,11 +51,7 @@ def test_problem_runs_are_reported_never_silent(dl19: Path, tmp_path: Path) -> N
     skip = evaluate(qrels, {"r": run}, "nDCG@10", checks={"r": check})
     zero = evaluate(qrels, {"r": run}, "nDCG@10", missing="zero")
     notes = " ".join(skip.checks["r"].notes())
-    assert (
-        "1 duplicate" in notes
-        and "1 queries have no judgments" in notes
-        and "1 judged queries have no results" in notes
-    )
+    assert "1 duplicate" in notes and "1 query has no judgments" in notes and "1 judged query has no results" in notes
     assert len(skip.per_query["r"]["nDCG@10"]) == 42 and len(zero.per_query["r"]["nDCG@10"]) == 43
     assert zero.aggregate["r"]["nDCG@10"] == pytest.approx(skip.aggregate["r"]["nDCG@10"] * 42 / 43)
     malformed = tmp_path / "malformed.trec"
@@ -117,7 +113,7 @@ def test_cli_compare_marks_significant_differences(dl19: Path, tmp_path: Path) -
         "--run", runs[2], "--measures", "nDCG@10", "--json", str(out),
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "0.7308*" in res.stdout and "0.5216 (" in res.stdout  # SPLADE marked, RM3 not
+    assert "0.7308*" in res.stdout and "0.5216 " in res.stdout and "0.5216*" not in res.stdout  # SPLADE marked, RM3 not
     data = json.loads(out.read_text())
     assert data["baseline"] == "bm25.top100.trec"
     assert data["comparisons"]["splade_pp_ed.top100.trec"]["nDCG@10"]["t_p"] < 0.001

@@ -308,3 +308,15 @@ def test_a_vnni_cpu_builds_the_faster_graph_in_the_background_for_the_next_load(
     monkeypatch.setenv("CROSSRANK_BACKGROUND_BUILD", "0")
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     assert lookup("default").prepare_in_background() is None  # type: ignore[union-attr]
+
+
+def test_a_documents_file_of_strings_and_records_is_reranked(tmp_path: Path) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('"Paris is in France."\n{"id": "cat", "text": "A cat is a small feline."}\n', encoding="utf-8")
+    res = crossrank("rerank", "what is a cat", "--documents", str(docs))
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["cat", "0"]
+    docs.write_text('"Paris is in France."\n42\n', encoding="utf-8")
+    bad = crossrank("rerank", "what is a cat", "--documents", str(docs))
+    assert bad.returncode == 2 and f"{docs}:2" in bad.stderr, bad.stderr

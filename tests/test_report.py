@@ -137,8 +137,8 @@ def test_unknown_queries_and_documents_are_counted_in_notes(default_model, input
     cfg = DiagnosticsConfig(depth=10, depths=(10,), rel=2, measures="nDCG@10")
     d = diagnose(default_model, inputs["qrels"], inputs["queries"], inputs["corpus"], run, config=cfg)  # type: ignore[arg-type]
     notes = " ".join(d.notes)
-    assert "1 queries of the run have no judgments" in notes
-    assert "1 candidates have no text" in notes
+    assert "1 query of the run has no judgments and is left out" in notes
+    assert "1 candidate has no text in the corpus and was dropped" in notes
     with pytest.raises(InputError, match="query ids"):
         diagnose(default_model, {"z": {"a": 1}}, inputs["queries"], inputs["corpus"], run, config=cfg)  # type: ignore[arg-type]
 

@@ -8,13 +8,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from crossrank._text import plural
 from crossrank.errors import InputError
 from crossrank.ranking import Ranking
 
 __all__ = [
+    "beir_qrels_path",
     "iter_trec_run",
     "read_beir_corpus",
     "read_beir_queries",
+    "read_documents_jsonl",
     "read_jsonl",
     "read_qrels",
     "read_trec_run",
@@ -30,6 +33,52 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             the message names the file and line.
     """
     p = Path(path)
+    for lineno, obj in _jsonl_values(p):
+        if not isinstance(obj, dict):
+            raise InputError(f"{p}:{lineno} must be a JSON object (got {type(obj).__name__})")
+        yield obj
+
+
+def read_documents_jsonl(path: str | Path) -> Iterator[str | dict[str, Any]]:
+    """Yield the documents of a JSONL file, one per line: a string, or a dict with a ``text`` string.
+
+    A line is either a JSON string (``"a cat is a small feline"``) or an object with ``text`` and
+    optionally ``id`` (or BEIR's ``_id``, copied to ``id``) and ``title``. Blank lines are skipped.
+
+    Raises:
+        InputError: the file is missing, or a line is not valid UTF-8 or JSON, is another JSON
+            type, or is an object without a ``text`` string; the message names the file and line.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "docs.jsonl"
+        >>> _ = f.write_text('"a cat"\\n{"_id": "d2", "text": "a dog"}\\n', encoding="utf-8")
+        >>> list(read_documents_jsonl(f))
+        ['a cat', {'_id': 'd2', 'text': 'a dog', 'id': 'd2'}]
+    """
+    p = Path(path)
+    for lineno, value in _jsonl_values(p):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            if not isinstance(value.get("text"), str):
+                got = f"keys {sorted(value)}" if "text" not in value else f"text of type {type(value['text']).__name__}"
+                raise InputError(
+                    f"{p}:{lineno} needs a 'text' string (got {got}); "
+                    'write {"id": ..., "text": "..."} or a JSON string per line'
+                )
+            if "_id" in value and "id" not in value:
+                value = {**value, "id": value["_id"]}
+            yield value
+        else:
+            raise InputError(
+                f"{p}:{lineno} must be a JSON string or an object with 'text' (got {type(value).__name__} "
+                f'{json.dumps(value)[:60]}); quote the document text or wrap it as {{"text": ...}}'
+            )
+
+
+def _jsonl_values(p: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line number, parsed JSON value)`` for each non-blank line of a JSONL file."""
     try:
         fh = p.open("rb")
     except OSError as err:
@@ -46,14 +95,11 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
                 raise InputError(
                     f"{p}:{lineno} is not valid JSON ({err.msg} at column {err.colno}); fix that line"
                 ) from err
-            if not isinstance(obj, dict):
-                raise InputError(f"{p}:{lineno} must be a JSON object (got {type(obj).__name__})")
-            yield obj
 
 
 def read_toml(path: str | Path, *, what: str, allowed: Iterable[str]) -> dict[str, Any]:
@@ -148,9 +194,9 @@ def check_run_ids(
     if (missing_q or missing_d) and not skip_missing:
         what = []
         if missing_q:
-            what.append(f"{len(missing_q)} query ids not in {queries_path} (first: {missing_q[0]!r})")
+            what.append(f"{plural(len(missing_q), 'query id')} not in {queries_path} (first: {missing_q[0]!r})")
         if missing_d:
-            what.append(f"{len(missing_d)} doc ids not in {corpus_path} (first: {missing_d[0]!r})")
+            what.append(f"{plural(len(missing_d), 'doc id')} not in {corpus_path} (first: {missing_d[0]!r})")
         raise InputError(f"{run_path} names {' and '.join(what)}; fix the files or pass --skip-missing")
     return missing_q, missing_d
 
@@ -196,6 +242,26 @@ def write_trec_run(rankings: Iterable[Ranking], out: TextIO, *, tag: str = "cros
             out.write(f"{ranking.query_id} Q0 {hit.doc_id} {rank} {hit.score:.6g} {tag}\n")
             n += 1
     return n
+
+
+def beir_qrels_path(folder: str | Path, split: str = "test") -> Path:
+    """Return the judgments file of a data folder: ``qrels/<split>.tsv`` (BEIR), else ``qrels.tsv``.
+
+    The second layout is a single-split folder such as ``examples/dl19``. Every command that
+    takes ``--data`` finds its judgments here, so they all accept the same folders.
+
+    Raises:
+        InputError: neither file exists; the message lists the splits the folder has.
+    """
+    root = Path(folder)
+    for candidate in (root / "qrels" / f"{split}.tsv", root / "qrels.tsv"):
+        if candidate.is_file():
+            return candidate
+    if not root.is_dir():
+        raise InputError(f"data folder {root} does not exist; pass a BEIR folder with qrels/<split>.tsv or qrels.tsv")
+    found = sorted(f.stem for f in (root / "qrels").glob("*.tsv"))
+    there = f"; splits there: {', '.join(found)} (pass --split)" if found else ""
+    raise InputError(f"no judgments in {root} for split {split!r}: expected qrels/{split}.tsv or qrels.tsv{there}")
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:

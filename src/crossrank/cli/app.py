@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 
+from crossrank._text import plural
 from crossrank.errors import CrossrankError, InputError
 
 P = ParamSpec("P")
@@ -146,7 +147,11 @@ def rerank(
     documents: Annotated[list[str] | None, typer.Argument(help="Documents to rerank.")] = None,
     documents_file: Annotated[
         Path | None,
-        typer.Option("--documents", "-d", help="JSONL of documents: {'id','text','title'?} or strings."),
+        typer.Option(
+            "--documents",
+            "-d",
+            help="JSONL of documents: {'id','text','title'?} objects or JSON strings, one per line.",
+        ),
     ] = None,
     corpus: Annotated[Path | None, typer.Option(help="Batch mode: BEIR corpus.jsonl.")] = None,
     queries: Annotated[Path | None, typer.Option(help="Batch mode: BEIR queries.jsonl.")] = None,
@@ -230,9 +235,9 @@ def rerank(
         raise InputError(f"query is empty (got {query!r}); pass the query text as the first argument")
     docs: list[Any] = list(documents or [])
     if documents_file is not None:
-        from crossrank.io import read_jsonl
+        from crossrank.io import read_documents_jsonl
 
-        docs.extend(_documents_from_jsonl(documents_file, read_jsonl(documents_file)))
+        docs.extend(read_documents_jsonl(documents_file))
     if not docs:
         raise InputError("no documents to rerank; pass them as arguments or with --documents FILE")
     style = _check_format(fmt)
@@ -252,15 +257,6 @@ def rerank(
         _print_table(rows, title=f"{query}  ({ce.name})", text_rows=[h.text or "" for h in ranking.hits])
     else:
         _print_jsonl(rows)
-
-
-def _documents_from_jsonl(path: Path, records: Iterator[dict[str, Any]]) -> Iterator[Any]:
-    for i, rec in enumerate(records, start=1):
-        if "text" not in rec:
-            raise InputError(f"{path}: record {i} needs a 'text' field (got keys {sorted(rec)})")
-        if "_id" in rec and "id" not in rec:
-            rec = {**rec, "id": rec["_id"]}
-        yield rec
 
 
 def _rerank_run(
@@ -300,7 +296,7 @@ def _rerank_run(
             written = write_trec_run(rankings, fh)
         tmp.replace(output)
     skipped = (
-        f"; skipped {len(missing_q)} queries and {len(missing_d)} docs missing from the inputs"
+        f"; skipped {plural(len(missing_q), 'query')} and {plural(len(missing_d), 'doc')} missing from the inputs"
         if (missing_q or missing_d)
         else ""
     )

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from crossrank._text import plural
 from crossrank.cli.app import _cli_errors, app
 from crossrank.errors import InputError
 from crossrank.evaluate.metrics import DEFAULT_MEASURES
@@ -100,9 +101,9 @@ def eval_runs(
                 raise InputError("a pipeline with an index needs --data (the queries to search)")
             run = [_first_stage_from_index(cfg, data, depth)]
     if data is not None and qrels is None:
-        qrels = data / "qrels" / f"{split}.tsv"
-        if not qrels.exists() and (data / "qrels.tsv").exists():
-            qrels = data / "qrels.tsv"
+        from crossrank.io import beir_qrels_path
+
+        qrels = beir_qrels_path(data, split)
     if qrels is None:
         raise InputError("give --qrels, or --data with a BEIR folder that has qrels/<split>.tsv")
     if rerank is not None:
@@ -130,10 +131,11 @@ def eval_runs(
     if not run:
         raise InputError("give at least one --run")
     result = _evaluate_files(qrels, run, measures, rel, missing, skip_bad)
-    table = Table(title=f"{len(result.queries)} judged queries" + (f", relevant = grade >= {rel}" if rel else ""))
-    table.add_column("run")
+    table = Table(title=plural(len(result.queries), "judged query") + (f", relevant = grade >= {rel}" if rel else ""))
+    # run names fold rather than lose their ends; numbers are never split
+    table.add_column("run", overflow="fold", min_width=10)
     for m in result.measures:
-        table.add_column(m, justify="right")
+        table.add_column(m, justify="right", no_wrap=True)
     for name, values in result.aggregate.items():
         table.add_row(name, *(f"{values[m]:.4f}" for m in result.measures))
     Console().print(table)
@@ -280,14 +282,22 @@ def compare_runs(
     names = list(result.aggregate)
     base = names[0]
     rows: dict[str, dict[str, Any]] = {}
-    table = Table(title=f"vs {base}: * = both tests p < {alpha}; [95% CI of the difference]; wins/ties/losses")
-    table.add_column("run")
-    for m in result.measures:
-        table.add_column(m, justify="right")
-    table.add_row(base + " (baseline)", *(f"{result.aggregate[base][m]:.4f}" for m in result.measures))
-    for name in names[1:]:
-        cells = []
+    console = Console()
+    # a table per run and a row per measure: the columns stay few and narrow, so an
+    # 80-column terminal shows every number whole however many measures are asked for
+    for i, name in enumerate(names[1:], start=1):
         rows[name] = {}
+        table = Table(
+            title=f"{name} vs {base} (baseline)",
+            caption=(
+                f"means over the queries both runs answer; * both tests p < {alpha}; w/t/l: queries better/tied/worse"
+                if i == len(names) - 1
+                else None
+            ),
+        )
+        table.add_column("measure", overflow="fold")
+        for col in ("baseline", "run", "diff", "95% CI of diff", "w/t/l"):
+            table.add_column(col, justify="right", no_wrap=True)
         for m in result.measures:
             qs = sorted(set(result.per_query[base][m]) & set(result.per_query[name][m]))
             cmp = paired_comparison(
@@ -295,12 +305,15 @@ def compare_runs(
             )
             rows[name][m] = cmp.to_dict()
             mark = "*" if cmp.significant(alpha) else ""
-            cells.append(
-                f"{cmp.system:.4f}{mark} ({cmp.mean_diff:+.4f} [{cmp.ci_low:+.4f}, {cmp.ci_high:+.4f}]) "
-                f"{cmp.wins}/{cmp.ties}/{cmp.losses}"
+            table.add_row(
+                m,
+                f"{cmp.baseline:.4f}",
+                f"{cmp.system:.4f}{mark}",
+                f"{cmp.mean_diff:+.4f}",
+                f"[{cmp.ci_low:+.4f}, {cmp.ci_high:+.4f}]",
+                f"{cmp.wins}/{cmp.ties}/{cmp.losses}",
             )
-        table.add_row(name, *cells)
-    Console(width=200).print(table)
+        console.print(table)
     if json_out is not None:
         out = {"baseline": base, "alpha": alpha, "aggregate": result.aggregate, "comparisons": rows}
         json_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from crossrank._text import plural
 from crossrank.cli.app import _cli_errors, _print_jsonl, app
 from crossrank.errors import InputError
 
@@ -174,7 +175,7 @@ def search(
     query: Annotated[str | None, typer.Argument(help="A free-text query: prints a table.")] = None,
     queries: Annotated[Path | None, typer.Option(help="Queries (BEIR queries.jsonl): writes a TREC run.")] = None,
     k: Annotated[int, typer.Option(help="Results per query.")] = 10,
-    depth: Annotated[int, typer.Option(help="First-stage candidates reranked per query.")] = 100,
+    depth: Annotated[int, typer.Option(help="First-stage candidates reranked per query; at least --k.")] = 100,
     retriever: Annotated[str | None, typer.Option(help="bm25, dense or hybrid (default: the index's).")] = None,
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Rerank with the cross-encoder.")] = True,
     rerank_weight: Annotated[
@@ -192,7 +193,7 @@ def search(
     progress: ProgressOpt = True,
 ) -> None:
     """Search an index: first stage, then the cross-encoder on the top --depth."""
-    from crossrank.retrieve.pipeline import Pipeline
+    from crossrank.retrieve.pipeline import Pipeline, check_depth
 
     if (query is None) == (queries is None):
         raise InputError('give either a query ("free text") or --queries FILE')
@@ -200,6 +201,8 @@ def search(
         raise InputError("--queries needs --output run.trec ('-' for stdout)")
     if fmt not in ("table", "jsonl"):
         raise InputError(f"--format must be table or jsonl (got {fmt!r})")
+    if rerank:
+        check_depth(k, depth)  # before loading anything; the pipeline checks it again
     pipe = Pipeline(index, reranker=model if rerank else None, rerank_weight=rerank_weight, blend=blend)  # type: ignore[arg-type]
     ret = _retriever(retriever)
     if query is not None:
@@ -234,7 +237,7 @@ def search(
     finally:
         if out is not sys.stdout:
             out.close()
-    typer.echo(f"wrote {lines} lines for {len(qs)} queries to {output}", err=True)
+    typer.echo(f"wrote {plural(lines, 'line')} for {plural(len(qs), 'query')} to {output}", err=True)
 
 
 def _bar(enabled: bool, total: int) -> Any:
@@ -259,21 +262,18 @@ def _search_table(result: Any) -> None:
     from rich.table import Table
 
     t = result.timings_ms
-    title = (
-        f"{result.query!r}: {result.retriever}"
-        + (f" + rerank of top {result.depth}" if result.reranked else " (no rerank)")
-        + f" · first stage {t['first_stage']:.0f} ms · rerank {t['rerank']:.0f} ms"
+    title = f"{result.query!r}: {result.retriever}" + (
+        f" + rerank of top {result.depth}" if result.reranked else " (no rerank)"
     )
-    table = Table(title=title)
-    for col, just in (
-        ("rank", "right"),
-        ("doc_id", "left"),
-        ("score", "right"),
-        ("first stage", "right"),
-        ("moved", "right"),
-    ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    table.add_column("text", overflow="fold", ratio=1)
+    caption = f"first stage {t['first_stage']:.0f} ms · rerank {t['rerank']:.0f} ms"
+    table = Table(title=title, caption=caption)
+    # numbers keep one line; ids fold instead of losing their ends; the text takes what is left
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("doc_id", overflow="fold", max_width=20)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("first stage", justify="right", overflow="fold", max_width=12)
+    table.add_column("moved", justify="right", no_wrap=True)
+    table.add_column("text", overflow="fold", ratio=1, min_width=20)
     for h in result.hits:
         moved = h.first_stage_rank - h.rank
         doc = h.document

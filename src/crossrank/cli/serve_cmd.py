@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from crossrank._deps import require
 from crossrank.cli.app import BackendOpt, MaxLenOpt, ModelOpt, _cli_errors, _load, app
 from crossrank.errors import InputError
 
@@ -74,9 +75,10 @@ def serve(
     threads_per_replica: Annotated[int, typer.Option(help="--engine ray: CPUs (engine threads) per replica.")] = 1,
 ) -> None:
     """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
-    import uvicorn
-
+    # first: without the serve extra this is a one-line error naming the pip command, not a traceback
     from crossrank.serve import ApiKeys, ServeConfig, create_app
+
+    uvicorn = require("uvicorn", feature="crossrank serve")
 
     if api_key_env and api_key_file:
         raise InputError("give --api-key-env or --api-key-file, not both")

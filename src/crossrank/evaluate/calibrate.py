@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import ArrayLike
 
+from crossrank._text import plural
 from crossrank.errors import ConfigError, InputError, MissingDependencyError
 from crossrank.models.cache import cache_dir
 from crossrank.models.source import ModelFiles
@@ -50,6 +51,7 @@ __all__ = [
     "labelled_pairs",
     "model_fingerprint",
     "reliability_curve",
+    "remove_default_calibration",
 ]
 
 #: how a calibration maps logits to probabilities
@@ -252,7 +254,7 @@ def fit_calibration(logits: ArrayLike, labels: ArrayLike, method: Method = "plat
     if positives in (0, y.size):
         only = "relevant" if positives else "non-relevant"
         raise InputError(
-            f"labels are all {only} ({y.size} pairs); calibration needs both classes: use more queries, a "
+            f"labels are all {only} ({plural(y.size, 'pair')}); calibration needs both classes: use more queries, a "
             "deeper run, or another relevance grade threshold"
         )
     spread = float(z.std())
@@ -397,17 +399,18 @@ def labelled_pairs(
     """Return the judged pairs among each judged query's top ``depth`` candidates of a run.
 
     Args:
-        data_dir: a BEIR folder with ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+        data_dir: a folder with ``corpus.jsonl``, ``queries.jsonl`` and judgments in
+            ``qrels/<split>.tsv`` (BEIR) or ``qrels.tsv`` (see :func:`crossrank.io.beir_qrels_path`).
         run_path: a first-stage TREC run over that corpus.
         depth: candidates per query to look at (the depth the model will rerank).
         rel: the grade from which a document counts as relevant (TREC DL: 2).
-        split: the qrels split.
+        split: the qrels split (a folder with a single ``qrels.tsv`` has no splits).
 
     Raises:
         InputError: a file is missing or malformed, ``depth`` or ``rel`` < 1, or no judged
             candidate with text is found.
     """
-    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+    from crossrank.io import beir_qrels_path, read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
     from crossrank.rerank.cross_encoder import document_text
 
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -415,13 +418,7 @@ def labelled_pairs(
     if isinstance(rel, bool) or not isinstance(rel, int) or rel < 1:
         raise InputError(f"rel must be an int >= 1, the lowest relevant grade (got {rel!r}); TREC DL uses 2")
     folder = Path(data_dir)
-    qrels_file = folder / "qrels" / f"{split}.tsv"
-    if not qrels_file.is_file():
-        found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-        raise InputError(
-            f"no judgments at {qrels_file}; give a BEIR folder with qrels/<split>.tsv"
-            + (f" (splits there: {', '.join(found)})" if found else "")
-        )
+    qrels_file = beir_qrels_path(folder, split)
     qrels = read_qrels(qrels_file)
     queries = read_beir_queries(folder / "queries.jsonl")
     corpus = read_beir_corpus(folder / "corpus.jsonl")
@@ -448,7 +445,8 @@ def labelled_pairs(
     if not labels:
         raise InputError(
             f"no judged candidate with text in the top {depth} of {run_path} for the queries judged in {qrels_file} "
-            f"({unjudged} unjudged, {missing} without text, {skipped_q} run queries unjudged); check that the run "
+            f"({unjudged} unjudged, {missing} without text, {plural(skipped_q, 'run query', 'run queries')} "
+            "unjudged); check that the run "
             "and the qrels use the same query and document ids"
         )
     return LabelledPairs(
@@ -579,6 +577,23 @@ def default_calibration_path(files: ModelFiles) -> Path:
     if Path(files.name).expanduser().exists():
         return files.folder / CALIBRATION_FILE
     return cache_dir() / "calibration" / "hub" / files.name.replace("/", "--") / CALIBRATION_FILE
+
+
+def remove_default_calibration(files: ModelFiles) -> Path | None:
+    """Delete the calibration saved at the model's default place; return its path, or ``None`` if there was none.
+
+    Afterwards the model scores with its own activation again (``CrossEncoder(model)`` finds no
+    calibration). A calibration saved elsewhere with ``--output`` is not touched.
+
+    Raises:
+        OSError: the file exists but cannot be deleted (permissions).
+    """
+    path = default_calibration_path(files)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return path
 
 
 def model_fingerprint(files: ModelFiles) -> str:

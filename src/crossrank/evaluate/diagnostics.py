@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crossrank._text import plural
 from crossrank.errors import ConfigError, InputError
 from crossrank.evaluate.metrics import RunCheck, evaluate
 from crossrank.evaluate.significance import paired_comparison
@@ -205,15 +206,24 @@ def diagnose(
     no_text = [q for q in judged if not queries.get(q)]
     if no_text:
         notes.append(
-            f"{len(no_text)} judged queries of the run have no text and are left out ({', '.join(no_text[:3])})"
+            f"{plural(len(no_text), 'judged query')} of the run {'has' if len(no_text) == 1 else 'have'} no text "
+            f"and {'is' if len(no_text) == 1 else 'are'} left out ({', '.join(no_text[:3])})"
         )
     qids = [q for q in judged if queries.get(q)]
     unjudged = [q for q in run if q not in qrels]
     if unjudged:
-        notes.append(f"{len(unjudged)} queries of the run have no judgments and are left out")
+        one = len(unjudged) == 1
+        notes.append(
+            f"{plural(len(unjudged), 'query')} of the run {'has' if one else 'have'} no judgments and "
+            f"{'is' if one else 'are'} left out"
+        )
     missing_run = [q for q in qrels if q not in run and any(g >= cfg.rel for g in qrels[q].values())]
     if missing_run:
-        notes.append(f"{len(missing_run)} judged queries have no candidates in the run and are left out")
+        one = len(missing_run) == 1
+        notes.append(
+            f"{plural(len(missing_run), 'judged query')} {'has' if one else 'have'} no candidates in the run and "
+            f"{'is' if one else 'are'} left out"
+        )
     if not qids:
         raise InputError(
             "no query of the run has both judgments and a text; do the query ids of the run, "
@@ -229,7 +239,11 @@ def diagnose(
         missing_docs += sum(1 for d in ids[: cfg.depth] if d not in corpus)
         cands[q] = have
     if missing_docs:
-        notes.append(f"{missing_docs} candidates have no text in the corpus and were dropped before reranking")
+        one = missing_docs == 1
+        notes.append(
+            f"{plural(missing_docs, 'candidate')} {'has' if one else 'have'} no text in the corpus and "
+            f"{'was' if one else 'were'} dropped before reranking"
+        )
     longest = max(len(c) for c in cands.values())
     if longest == 0:
         raise InputError("no candidate of the run has a text in the corpus; do the document ids match?")

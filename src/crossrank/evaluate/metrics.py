@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossrank._deps import require
+from crossrank._text import plural
 from crossrank.errors import InputError
 from crossrank.io import iter_trec_run
 
@@ -43,13 +44,19 @@ class RunCheck:
         """Return one line per thing that was skipped or filled in."""
         out = []
         if self.duplicates:
-            out.append(f"{self.path}: {self.duplicates} duplicate (query, document) entries skipped (first kept)")
+            what = plural(self.duplicates, "duplicate (query, document) entry", "duplicate (query, document) entries")
+            out.append(f"{self.path}: {what} skipped (first kept)")
         if self.unjudged_queries:
             ex = ", ".join(self.unjudged_queries[:3])
-            out.append(f"{self.path}: {len(self.unjudged_queries)} queries have no judgments and are not scored ({ex})")
+            n = len(self.unjudged_queries)
+            out.append(
+                f"{self.path}: {plural(n, 'query')} {'has' if n == 1 else 'have'} no judgments and "
+                f"{'is' if n == 1 else 'are'} not scored ({ex})"
+            )
         if self.missing_queries:
             ex = ", ".join(self.missing_queries[:3])
-            out.append(f"{self.path}: {len(self.missing_queries)} judged queries have no results ({ex})")
+            n = len(self.missing_queries)
+            out.append(f"{self.path}: {plural(n, 'judged query')} {'has' if n == 1 else 'have'} no results ({ex})")
         return out
 
 
@@ -171,7 +178,8 @@ def evaluate(
         check.missing_queries = [q for q in judged if q not in run or not run[q]]
         if len(check.missing_queries) == len(judged):
             raise InputError(
-                f"run {name}: none of its {len(run)} queries has judgments in the qrels; do the query ids match?"
+                f"run {name}: none of its {plural(len(run), 'query')} has judgments in the qrels; "
+                "do the query ids match?"
             )
         docs = [ir_measures.ScoredDoc(q, d, s) for q, hits in run.items() if q in qrels for d, s in hits.items()]
         values: dict[str, dict[str, float]] = {str(m): {} for m in ms}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from crossrank._deps import require
+from crossrank._text import plural
 from crossrank.evaluate.diagnostics import Diagnostics, FailureCase
 
 __all__ = ["plot_figures", "render_html", "render_markdown", "write_report"]
@@ -262,11 +263,16 @@ def _facts(diag: Diagnostics) -> list[str]:
     sc = diag.scores
     facts = [
         f"Truncated pairs: {t['truncated']} of {t['pairs']} ({100 * t['share']:.1f}%) at max_length "
-        f"{t['max_length']}, in {t['queries_affected']} queries; {t['relevant_truncated']} of "
-        f"{t['relevant_pairs']} relevant pairs were truncated.",
-        f"Duplicate documents among the top {diag.depth}: {d['identical_text_groups']} groups of identical texts "
-        f"({d['identical_text_extra_copies']} extra copies); repeated run entries: {d['run_entries_repeated']}.",
-        "Mean score: " + ", ".join(f"{k} {_fmt(v, 3)} ({sc['counts'][k]} pairs)" for k, v in sc["means"].items()) + ".",
+        f"{t['max_length']}, in {plural(t['queries_affected'], 'query')}; {t['relevant_truncated']} of "
+        f"{plural(t['relevant_pairs'], 'relevant pair')} {'was' if t['relevant_truncated'] == 1 else 'were'} "
+        "truncated.",
+        f"Duplicate documents among the top {diag.depth}: "
+        f"{plural(d['identical_text_groups'], 'group')} of identical texts "
+        f"({plural(d['identical_text_extra_copies'], 'extra copy')}); "
+        f"repeated run entries: {d['run_entries_repeated']}.",
+        "Mean score: "
+        + ", ".join(f"{k} {_fmt(v, 3)} ({plural(sc['counts'][k], 'pair')})" for k, v in sc["means"].items())
+        + ".",
     ]
     if sc.get("ece") is not None:
         facts.append(f"Expected calibration error on judged pairs: {sc['ece']:.4f} ({diag.config.bins} bins).")
@@ -284,7 +290,7 @@ def _headline(diag: Diagnostics) -> str:
         text += (
             f" ({c['mean_diff']:+.4f}, 95% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
             f"{'significant' if c['significant'] else 'not significant'} at alpha {diag.config.alpha}; "
-            f"{c['wins']} queries better, {c['losses']} worse)"
+            f"{plural(c['wins'], 'query')} better, {c['losses']} worse)"
         )
     ceiling = next((r for r in diag.recall if r["depth"] == diag.depth), None)
     knee = next(p for p in diag.depth_sweep if p["depth"] == diag.knee)
@@ -325,7 +331,7 @@ def render_markdown(diag: Diagnostics, figures: dict[str, str]) -> str:
     out = [f"# {diag.title}", ""]
     out += [
         f"Model `{diag.model}` (scores: {diag.activation}) reranking `{diag.first_stage}`, "
-        f"{diag.queries} judged queries; relevant = grade ≥ {diag.config.rel} for binary measures.",
+        f"{plural(diag.queries, 'judged query')}; relevant = grade ≥ {diag.config.rel} for binary measures.",
         "",
     ]
     if diag.command:
@@ -359,7 +365,8 @@ def _md_failure(diag: Diagnostics, f: FailureCase) -> list[str]:
     out = [
         f"### {f.query_id}: {f.query}",
         "",
-        f"{diag.main} {f.first_stage:.4f} → {f.reranked:.4f}; {f.relevant_in_candidates} relevant candidates.",
+        f"{diag.main} {f.first_stage:.4f} → {f.reranked:.4f}; "
+        f"{plural(f.relevant_in_candidates, 'relevant candidate')}.",
         "",
     ]
     for label, docs in (("Relevant documents demoted", f.demoted), ("Non-relevant documents promoted", f.promoted)):
@@ -418,7 +425,8 @@ def render_html(diag: Diagnostics, figures: dict[str, bytes]) -> str:
         f"<title>{e(diag.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(diag.title)}</h1>",
         f"<p>Model <code>{e(diag.model)}</code> (scores: {e(diag.activation)}) reranking "
-        f"<code>{e(diag.first_stage)}</code>, {diag.queries} judged queries; relevant = grade ≥ {diag.config.rel} "
+        f"<code>{e(diag.first_stage)}</code>, {plural(diag.queries, 'judged query')}; "
+        f"relevant = grade ≥ {diag.config.rel} "
         "for binary measures.</p>",
     ]
     if diag.command:
@@ -444,7 +452,7 @@ def render_html(diag: Diagnostics, figures: dict[str, bytes]) -> str:
         parts.append(f"<h3 class='failure'>{e(f.query_id)}: {e(f.query)}</h3>")
         parts.append(
             f"<p>{e(diag.main)} {f.first_stage:.4f} → {f.reranked:.4f}; "
-            f"{f.relevant_in_candidates} relevant candidates.</p>"
+            f"{plural(f.relevant_in_candidates, 'relevant candidate')}.</p>"
         )
         for label, docs, cls in (
             ("Relevant documents demoted", f.demoted, "bad"),

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
+from crossrank._text import plural
 from crossrank.errors import InputError, ModelError
 
 __all__ = ["EncodedPairs", "PairEncoder"]
@@ -111,7 +112,9 @@ class PairEncoder:
         """
         n = len(queries)
         if n != len(documents):
-            raise InputError(f"got {n} queries but {len(documents)} documents; pass one query per document")
+            raise InputError(
+                f"got {plural(n, 'query')} but {plural(len(documents), 'document')}; pass one query per document"
+            )
         if n == 0:
             empty = np.zeros((0, 0), dtype=np.int64)
             return EncodedPairs(empty, empty, empty, np.zeros(0, np.int32), np.zeros(0, np.bool_))

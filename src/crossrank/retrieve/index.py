@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,9 +37,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from crossrank._text import plural
 from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.retrieve.bm25 import BM25Index, BM25Settings, BM25Tokenizer, build_bm25
-from crossrank.retrieve.corpus import CorpusReport, Doc, OnError, read_corpus
+from crossrank.retrieve.corpus import CorpusReport, Doc, OnError, corpus_file, read_corpus
 from crossrank.retrieve.embed import BiEncoder
 from crossrank.retrieve.fusion import Candidates, fuse_interpolate, fuse_rrf
 from crossrank.retrieve.vectors import VectorDtype, VectorReader, VectorWriter, build_hnsw
@@ -289,6 +290,7 @@ class Index:
             seg = _write_segment(
                 path, docs, start=0, tokenizer=tokenizer, encoder=encoder, manifest=manifest,
                 chunk_size=chunk_size, progress=progress, threads=threads,
+                total=_corpus_size(corpus) if progress else None,
             )  # fmt: skip
             if seg is None or seg.count == 0:
                 raise InputError(f"corpus {corpus!s:.200} has no documents to index ({report.corpus.to_dict()})")
@@ -416,6 +418,7 @@ class Index:
             seg = _write_segment(
                 self.folder, docs, start=start, tokenizer=tokenizer, encoder=self.encoder, manifest=manifest,
                 chunk_size=chunk_size, progress=progress, threads=self.threads,
+                total=_corpus_size(corpus) if progress else None,
             )  # fmt: skip
             segments = list(self.segments)
             if seg is not None and seg.count:
@@ -738,8 +741,12 @@ def _write_segment(
     chunk_size: int,
     progress: bool,
     threads: int,
+    total: int | None = None,
 ) -> _Segment | None:
-    """Stream ``docs`` into a new segment folder; return it (``None`` when there was nothing to add)."""
+    """Stream ``docs`` into a new segment folder; return it (``None`` when there was nothing to add).
+
+    ``total`` is the number of records expected, for the progress bar (``None``: unknown).
+    """
     (root / "segments").mkdir(exist_ok=True)
     tmp = root / f".tmp-seg-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
@@ -752,7 +759,7 @@ def _write_segment(
     bar = _progress(progress, "indexing")
     try:
         with bar as p:
-            task = p.add_task("indexing", total=None) if p is not None else None
+            task = p.add_task("indexing", total=total) if p is not None else None
             for chunk in _chunks(docs, chunk_size):
                 db.executemany(
                     "INSERT INTO docs VALUES (?, ?, ?, ?, ?)",
@@ -777,6 +784,8 @@ def _write_segment(
                 count += len(chunk)
                 if p is not None and task is not None:
                     p.update(task, advance=len(chunk))
+            if p is not None and task is not None:
+                p.update(task, total=count, completed=count)  # skipped records or blank lines: end at n/n
         db.execute("CREATE UNIQUE INDEX docs_id ON docs(id)")
         db.commit()
     except BaseException:
@@ -809,8 +818,7 @@ def _seal_segment(
             dim = int(dense["fingerprint"]["dim"])
             reader = VectorReader(tmp, count, dim, dense["dtype"], hnsw=False)
             with _progress(progress, "HNSW graph") as p:
-                if p is not None:
-                    p.add_task("building the HNSW graph", total=None)
+                task = p.add_task("building the HNSW graph", total=count) if p is not None else None
                 build_hnsw(
                     reader,
                     tmp / "hnsw.usearch",
@@ -818,6 +826,8 @@ def _seal_segment(
                     expansion_add=int(dense["hnsw"]["expansion_add"]),
                     threads=threads,
                 )
+                if p is not None and task is not None:
+                    p.update(task, completed=count)
             del reader
     _fsync_tree(tmp)
     n = _next_number(root / "segments", "seg-")
@@ -924,9 +934,11 @@ def _commit(
             settings = BM25Settings.from_dict(manifest["bm25"])
             chunks = _LiveTokenChunks(root, segments, live)
             with _progress(progress, "BM25") as p:
-                if p is not None:
-                    p.add_task("building the BM25 matrix", total=None)
+                n_live = int(live.sum())
+                task = p.add_task("building the BM25 matrix", total=n_live) if p is not None else None
                 build_bm25(chunks, num_terms=max(tokenizer.vocab_size, 1), settings=settings, folder=tmp / "bm25")
+                if p is not None and task is not None:
+                    p.update(task, completed=n_live)
             np.save(tmp / "bm25_rows.npy", np.flatnonzero(live).astype(np.int64))
         n = _next_number(root, "gen-")
         name = f"gen-{n:06d}"
@@ -1033,7 +1045,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             needed.append(folder / "hnsw.usearch")
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        raise IndexError_(f"index {path} is damaged: {missing[0]} is missing ({len(missing)} files); rebuild it")
+        raise IndexError_(
+            f"index {path} is damaged: {missing[0]} is missing ({plural(len(missing), 'file')}); rebuild it"
+        )
     return manifest
 
 
@@ -1164,12 +1178,35 @@ def _rate_column() -> Any:
     return RateColumn()
 
 
+def _corpus_size(corpus: str | os.PathLike[str] | Iterable[Any]) -> int | None:
+    """Return how many records ``corpus`` holds, for a progress bar's total (``None``: not knowable cheaply).
+
+    A file counts its lines (one pass over the bytes; blank lines count too, so the bar's total
+    is corrected when the write ends); a sized collection its length; a generator is not read.
+    """
+    if isinstance(corpus, (str, os.PathLike)):
+        try:
+            path = corpus_file(corpus)
+            lines, last = 0, b"\n"
+            with path.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    lines += block.count(b"\n")
+                    last = block[-1:]
+        except (InputError, OSError):
+            return None  # the reader itself reports a missing or unreadable corpus
+        return lines + (last != b"\n")
+    if isinstance(corpus, Sized) and not isinstance(corpus, Mapping):
+        return len(corpus)
+    return None
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, what: str) -> Iterator[Any]:
     """Yield a rich Progress showing count and documents per second, or ``None`` when disabled."""
     if not enabled:
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -1180,5 +1217,6 @@ def _progress(enabled: bool, what: str) -> Iterator[Any]:
         _rate_column(),
         TimeElapsedColumn(),
         transient=False,
+        console=Console(stderr=True),  # stdout carries results (the CLI prints the manifest there)
     ) as p:
         yield p

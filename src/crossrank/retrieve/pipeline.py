@@ -15,10 +15,23 @@ from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.fusion import minmax
 from crossrank.retrieve.index import Index, Retriever
 
-__all__ = ["Blend", "Pipeline", "SearchHit", "SearchResult"]
+__all__ = ["Blend", "Pipeline", "SearchHit", "SearchResult", "check_depth"]
 
 Blend = Literal["probability", "minmax"]
 _BLENDS = ("probability", "minmax")
+
+
+def check_depth(k: int, depth: int) -> None:
+    """Check that a reranked search looks at no fewer candidates (``depth``) than it returns (``k``).
+
+    The one rule behind the library, ``crossrank search`` and ``POST /v1/search``: a search never
+    quietly reranks more (or returns fewer) than asked.
+
+    Raises:
+        InputError: ``depth < k``.
+    """
+    if depth < k:
+        raise InputError(f"depth must be >= k (got depth={depth}, k={k}); raise depth or lower k")
 
 
 def _check_blend(blend: str) -> Blend:
@@ -169,13 +182,17 @@ class Pipeline:
         Args:
             query: the query text.
             k: results to return.
-            depth: first-stage candidates to rerank (raised to ``k`` when smaller).
+            depth: first-stage candidates to rerank, at least ``k`` (unused with ``rerank=False``).
             retriever: ``"bm25"``, ``"dense"`` or ``"hybrid"``; by default the index's own.
             rerank: run the cross-encoder; ``False`` returns the first stage's top ``k`` to compare.
             query_id: an id carried on the result.
             fusion: for hybrid retrieval, ``"rrf"`` or ``"interpolate"`` (default: the index's).
             rerank_weight: the cross-encoder's share of the final score; see :meth:`search_many`.
             blend: ``"probability"`` or ``"minmax"`` (default: the pipeline's); see :meth:`search_many`.
+
+        Raises:
+            InputError: an empty query, ``k`` or ``depth`` < 1, ``depth < k`` when reranking, or
+                ``rerank_weight`` outside [0, 1].
         """
         return self.search_many(
             [query],
@@ -216,6 +233,9 @@ class Pipeline:
         relevant keeps about the first stage's order; ``"minmax"`` stretches its scores to [0, 1]
         per query, which lets it reorder even when all its scores are low. On five out-of-domain
         collections probability blending scored higher at every weight (docs/retrieval.md).
+
+        Raises:
+            InputError: as :meth:`search`.
         """
         if isinstance(queries, str):
             raise InputError("pass a list of queries (or use search() for one)")
@@ -235,7 +255,8 @@ class Pipeline:
             raise InputError(f"rerank_weight must be within [0, 1] (got {weight})")
         mode = self.blend if blend is None else _check_blend(blend)
         do_rerank = rerank and self.reranker is not None
-        depth = max(depth, k)  # the cross-encoder reranks at least the k it returns
+        if do_rerank:
+            check_depth(k, depth)
         pool = depth if do_rerank else k
         retriever = retriever or self.index.default_retriever
         n = max(len(texts), 1)

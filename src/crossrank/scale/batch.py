@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossrank._deps import require
+from crossrank._text import plural
 from crossrank.errors import CrossrankError, InputError
 from crossrank.ranking import Hit, Ranking
 
@@ -415,7 +416,7 @@ def rerank_on_ray(
     lost, repeated = int((seen == 0).sum()), int((seen > 1).sum())
     if lost or repeated:
         raise CrossrankError(
-            f"the Ray job returned {lost} pairs zero times and {repeated} more than once (of {n}); nothing "
+            f"the Ray job returned {plural(lost, 'pair')} zero times and {repeated} more than once (of {n}); nothing "
             "was written; run it again"
         )
     table, rankings = _rank(pairs, score, key, truncated, k)

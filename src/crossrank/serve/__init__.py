@@ -9,17 +9,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-
-from crossrank.errors import MissingDependencyError
+from crossrank._deps import require
 
 for _module in ("fastapi", "uvicorn", "prometheus_client"):
-    try:
-        importlib.import_module(_module)
-    except ImportError as _err:
-        raise MissingDependencyError(
-            f'crossrank serve needs {_module}, which is not installed: pip install "crossrank[serve]"'
-        ) from _err
+    require(_module, feature="crossrank serve")  # MissingDependencyError: pip install "crossrank[serve]"
 del _module
 
 from crossrank.serve.app import create_app  # noqa: E402

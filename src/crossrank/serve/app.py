@@ -28,7 +28,7 @@ from crossrank.errors import ConfigError, InputError
 from crossrank.rerank.config import Activation
 from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.index import Index
-from crossrank.retrieve.pipeline import Pipeline
+from crossrank.retrieve.pipeline import Pipeline, check_depth
 from crossrank.serve.batcher import Batcher, PairsResult, PairsWork, SearchOutcome, SearchWork
 from crossrank.serve.config import ApiKeys, ServeConfig
 from crossrank.serve.errors import (
@@ -318,6 +318,11 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                 f"k={body.k}, depth={body.depth} is over the limits k <= {cfg.max_search_k}, "
                 f"depth <= {cfg.max_search_depth}",
             )
+        if body.rerank:
+            try:
+                check_depth(body.k, body.depth)  # the rule the library and the CLI apply
+            except InputError as err:
+                raise ApiError("invalid", str(err)) from err
         work = SearchWork(body.query, body.k, body.depth, body.retriever, body.rerank)
         outcome = await _await(state, work)
         assert isinstance(outcome, SearchOutcome)

@@ -118,7 +118,7 @@ class SearchRequest(BaseModel):
 
     query: Text
     k: Int = Field(10, ge=1, description="Results returned.")
-    depth: Int = Field(100, ge=1, description="First-stage candidates reranked (raised to `k`).")
+    depth: Int = Field(100, ge=1, description="First-stage candidates reranked; at least `k` when reranking.")
     retriever: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="Default: the index's own.")
     rerank: bool = Field(True, description="Rerank with the cross-encoder; false returns the first stage.")
     return_documents: bool = True

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crossrank._text import plural
 from crossrank.errors import InputError
 from crossrank.io import read_beir_corpus, read_beir_queries, read_jsonl, read_qrels, read_trec_run
 
@@ -179,11 +180,22 @@ class MiningReport:
         """Return one line per thing that was left out."""
         out = []
         if self.no_positive:
-            out.append(f"{self.no_positive} queries have no judged positive and were skipped")
+            one = self.no_positive == 1
+            out.append(
+                f"{plural(self.no_positive, 'query')} {'has' if one else 'have'} no judged positive and "
+                f"{'was' if one else 'were'} skipped"
+            )
         if self.no_candidates:
-            out.append(f"{self.no_candidates} queries have no first-stage candidates and were skipped")
+            one = self.no_candidates == 1
+            out.append(
+                f"{plural(self.no_candidates, 'query')} {'has' if one else 'have'} no first-stage candidates and "
+                f"{'was' if one else 'were'} skipped"
+            )
         if self.too_few_negatives:
-            out.append(f"{self.too_few_negatives} groups were filled with random negatives (too few candidates)")
+            out.append(
+                f"{plural(self.too_few_negatives, 'group')} {'was' if self.too_few_negatives == 1 else 'were'} "
+                "filled with random negatives (too few candidates)"
+            )
         if self.dropped_by_teacher:
             out.append(f"{self.dropped_by_teacher} likely false negatives dropped by the teacher margin")
         return out
