@@ -320,3 +320,23 @@ def test_a_documents_file_of_strings_and_records_is_reranked(tmp_path: Path) -> 
     docs.write_text('"Paris is in France."\n42\n', encoding="utf-8")
     bad = crossrank("rerank", "what is a cat", "--documents", str(docs))
     assert bad.returncode == 2 and f"{docs}:2" in bad.stderr, bad.stderr
+
+
+def test_an_interrupt_cancels_the_batches_not_yet_started() -> None:
+    import threading
+
+    from crossrank.rerank.engine import run_parallel
+
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def batch(i: int) -> None:
+        if i == 3:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the caller
+        threading.Event().wait(0.005)
+        with lock:
+            done.append(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_parallel(batch, range(400), workers=2)
+    assert len(done) < 50  # the queued batches were cancelled, not run to the end

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -11,9 +12,10 @@ import numpy.typing as npt
 from crossrank.rerank.backends import Backend
 from crossrank.rerank.encoding import EncodedPairs
 
-__all__ = ["plan_batches", "run_encoded"]
+__all__ = ["plan_batches", "run_encoded", "run_parallel"]
 
 _BUCKET = 16
+T = TypeVar("T")
 
 
 def plan_batches(
@@ -77,7 +79,20 @@ def run_encoded(
         for idx in batches:
             run_one(idx)
         return out
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crossrank") as pool:
-        for fut in [pool.submit(run_one, idx) for idx in batches]:
-            fut.result()
+    run_parallel(run_one, batches, workers=workers)
     return out
+
+
+def run_parallel(fn: Callable[[T], None], items: Iterable[T], *, workers: int, name: str = "crossrank") -> None:
+    """Call ``fn`` on every item from ``workers`` threads, in order of submission; raise the first error.
+
+    When the caller is interrupted (Ctrl-C) or a call fails, the calls not yet started are
+    cancelled: only the ``workers`` already running finish, instead of every queued batch (a hybrid
+    index build went on for minutes after Ctrl-C).
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        for fut in [pool.submit(fn, item) for item in items]:
+            fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.models.registry import lookup
 from crossrank.models.source import ModelFiles, resolve
 from crossrank.rerank.backends import OnnxBackend, OpenVinoBackend, default_threads, uses_token_types
-from crossrank.rerank.engine import plan_batches
+from crossrank.rerank.engine import plan_batches, run_parallel
 
 __all__ = ["BiEncoder", "EmbeddingSettings"]
 
@@ -241,9 +240,7 @@ class BiEncoder:
             for idx in batches:
                 run_one(idx)
         else:  # several infer requests in flight; OpenVINO releases the GIL while it computes
-            with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="crossrank-embed") as pool:
-                for fut in [pool.submit(run_one, idx) for idx in batches]:
-                    fut.result()
+            run_parallel(run_one, batches, workers=self.parallelism, name="crossrank-embed")
         if self.settings.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)
