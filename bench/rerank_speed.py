@@ -75,6 +75,13 @@ def _st_onnx_config() -> str:
     return "avx512_vnni" if int8_dot_product() else "avx2"
 
 
+def _st_onnx_file() -> str:
+    """The file sentence-transformers' export writes for the config (its avx2 config quantizes to uint8)."""
+    return {"avx512_vnni": "onnx/model_qint8_avx512_vnni.onnx", "avx2": "onnx/model_quint8_avx2.onnx"}[
+        _st_onnx_config()
+    ]
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -128,7 +135,7 @@ def make_scorer(name: str, threads: int) -> Any:
                 str(WORK / "st-onnx"),
                 backend="onnx",
                 model_kwargs={
-                    "file_name": f"onnx/model_qint8_{_st_onnx_config()}.onnx",
+                    "file_name": _st_onnx_file(),
                     "provider": "CPUExecutionProvider",
                 },
             )
@@ -194,7 +201,7 @@ def prepare(only: list[str]) -> None:
 
         convert_builtin("default", fp32)
     st_config = _st_onnx_config()
-    if "st-onnx-int8" in only and not (WORK / "st-onnx" / "onnx" / f"model_qint8_{st_config}.onnx").is_file():
+    if "st-onnx-int8" in only and not (WORK / "st-onnx" / _st_onnx_file()).is_file():
         from sentence_transformers import CrossEncoder
         from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 

@@ -66,7 +66,7 @@ def test_bm25_alone_matches_reference(dl19: Path, qrels: dict[str, dict[str, int
 # int8 OpenVINO graph is calibrated on each machine and two builds were not bit-identical
 # (+0.0034 and +0.0054 against fp32 in two sessions), hence the wider tolerance there.
 FP32_NDCG10 = 0.7216
-ORT_INT8_NDCG10 = 0.7245
+ORT_INT8_NDCG10 = 0.7246  # one pair per call (docs/bench-rerank-quality-avx2.json)
 OPENVINO_INT8_NDCG10 = 0.7250  # the default on CPUs with int8 dot products, once prepared
 FAST_NDCG10 = 0.7015
 FAST_ORT_NDCG10 = 0.7005
