@@ -6,6 +6,7 @@ crossrank never imports those packages' code; it locates their files with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -307,6 +308,7 @@ _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 _BACKGROUND: list[Any] = []  # background graph builds started by this process
 
 
+@functools.cache
 def build_code_digest() -> str:
     """Return 12 hex digits of the sha256 of crossrank's graph-building code.
 
