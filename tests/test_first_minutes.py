@@ -340,3 +340,29 @@ def test_an_interrupt_cancels_the_batches_not_yet_started() -> None:
     with pytest.raises(KeyboardInterrupt):
         run_parallel(batch, range(400), workers=2)
     assert len(done) < 50  # the queued batches were cancelled, not run to the end
+
+
+def test_training_reads_the_same_data_folders_as_eval() -> None:
+    from crossrank.train.data import load_beir
+
+    corpus, queries, qrels = load_beir(ROOT / "examples" / "dl19", "test")  # qrels.tsv, one split
+    assert len(queries) == 10 and qrels and set(qrels) <= set(queries) and corpus
+
+
+def test_long_work_draws_its_progress_bars_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossrank.scale.batch import _progress
+    from crossrank.train.distill import _bar
+    from crossrank.train.trainer import _Bar
+
+    with _progress(True, 4) as advance:
+        advance(4)
+    bar = _bar("teacher scores", 3, True)
+    assert bar is not None
+    bar[1](3)
+    bar[0].stop()
+    train_bar = _Bar(5, 0)
+    train_bar.update(5, 0.1, 10.0)
+    train_bar.close()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "reranking on Ray" in err and "teacher scores" in err and "training" in err

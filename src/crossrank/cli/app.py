@@ -529,9 +529,9 @@ def models_prepare(
         if m is None:
             raise ModelNotFoundError(f"no built-in model called {name!r}; `crossrank models` lists them")
         models.append(m)
-    from crossrank.models.source import _has_openvino
+    from crossrank.models.source import has_openvino
 
-    build_ov = (int8_dot_product() and _has_openvino()) if openvino is None else openvino
+    build_ov = (int8_dot_product() and has_openvino()) if openvino is None else openvino
     for m in models:
         if "model.onnx" not in m.files:
             typer.echo(f"{m.name}: nothing to build (fp32 weights, torch backend)", err=True)

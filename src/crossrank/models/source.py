@@ -114,7 +114,7 @@ class ModelFiles:
 
         isa = "+".join(sorted(cpu_flags())) or "unknown instruction set"
         vnni = int8_dot_product()
-        if vnni and _has_openvino(runtime_only=True):
+        if vnni and has_openvino(runtime_only=True):
             if self.builtin:
                 builtin = lookup(self.builtin)
                 if builtin is not None and builtin.openvino_ready():
@@ -126,11 +126,11 @@ class ModelFiles:
                 why = (
                     f"the CPU has int8 dot products ({isa}) but the faster OpenVINO int8 graph is not prepared: "
                     f"`crossrank models prepare {self.builtin}`"
-                    + ("" if _has_openvino() else ' (needs pip install "crossrank[openvino]")')
+                    + ("" if has_openvino() else ' (needs pip install "crossrank[openvino]")')
                 )
                 return "onnx", why
             return "onnx", f"ONNX Runtime is the fastest engine without int8 dot products ({isa})"
-        if self.openvino_file is not None and _has_openvino(runtime_only=True):
+        if self.openvino_file is not None and has_openvino(runtime_only=True):
             return "openvino", "the folder has only an OpenVINO IR"
         if self.openvino_file is not None:
             raise ModelError(
@@ -143,7 +143,7 @@ class ModelFiles:
 BackendName = Literal["auto", "onnx", "torch", "openvino"]
 
 
-def _has_openvino(*, runtime_only: bool = False) -> bool:
+def has_openvino(*, runtime_only: bool = False) -> bool:
     """Return whether OpenVINO is installed (and NNCF, which builds int8 graphs, unless ``runtime_only``)."""
     import importlib.util
 

@@ -251,10 +251,10 @@ class CrossEncoder:
     def _upgrade_in_background(self) -> None:
         """On a CPU with int8 dot products, start building the faster OpenVINO graph for the next load."""
         from crossrank.cpu import int8_dot_product
-        from crossrank.models.source import _has_openvino
+        from crossrank.models.source import has_openvino
 
         builtin = lookup(self.files.builtin) if self.files.builtin else None
-        if builtin is None or self.backend_name != "onnx" or not int8_dot_product() or not _has_openvino():
+        if builtin is None or self.backend_name != "onnx" or not int8_dot_product() or not has_openvino():
             return
         pid = builtin.prepare_in_background()
         if pid is not None:

@@ -571,6 +571,7 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.show:
             return lambda _: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._bar = Progress(
@@ -580,6 +581,7 @@ class _progress:
             TextColumn("{task.fields[rate]} pairs/s"),
             TimeRemainingColumn(),
             transient=False,
+            console=Console(stderr=True),  # stdout carries results
         )
         self._bar.start()
         task = self._bar.add_task("pairs", total=self.total, rate="-")

@@ -18,7 +18,7 @@ import numpy as np
 
 from crossrank._text import plural
 from crossrank.errors import InputError
-from crossrank.io import read_beir_corpus, read_beir_queries, read_jsonl, read_qrels, read_trec_run
+from crossrank.io import beir_qrels_path, read_beir_corpus, read_beir_queries, read_jsonl, read_qrels, read_trec_run
 
 if TYPE_CHECKING:
     from crossrank.rerank.cross_encoder import CrossEncoder
@@ -204,18 +204,22 @@ class MiningReport:
 def load_beir(
     data: str | Path, split: str
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, dict[str, int]]]:
-    """Return the corpus, queries and ``split`` qrels of a BEIR folder.
+    """Return the corpus, queries and ``split`` qrels of a data folder.
+
+    The judgments are found as every ``--data`` command finds them (:func:`crossrank.io.beir_qrels_path`):
+    ``qrels/<split>.tsv``, else a single-split ``qrels.tsv``.
 
     Raises:
         InputError: a file is missing or the qrels are empty.
     """
     root = Path(data)
-    for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+    for name in ("corpus.jsonl", "queries.jsonl"):
         if not (root / name).is_file():
-            raise InputError(f"{root} is not a BEIR folder with split {split!r}: {name} is missing")
-    qrels = read_qrels(root / "qrels" / f"{split}.tsv")
+            raise InputError(f"{root} is not a BEIR folder: {name} is missing")
+    qrels_path = beir_qrels_path(root, split)
+    qrels = read_qrels(qrels_path)
     if not qrels:
-        raise InputError(f"{root}/qrels/{split}.tsv holds no judgments; the training set would be empty")
+        raise InputError(f"{qrels_path} holds no judgments; the training set would be empty")
     return read_beir_corpus(root / "corpus.jsonl"), read_beir_queries(root / "queries.jsonl"), qrels
 
 

@@ -690,9 +690,17 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
 def _bar(label: str, total: int, on: bool) -> tuple[Any, Callable[[int], None]] | None:
     if not on:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"), TimeRemainingColumn())
+    p = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pairs"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
     p.start()
     task = p.add_task(label, total=total)
     return p, lambda n: p.advance(task, n)

@@ -573,6 +573,7 @@ class _Bar:
     """A rich progress bar with the loss and pairs/s."""
 
     def __init__(self, total: int, done: int) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._p = Progress(
@@ -582,6 +583,7 @@ class _Bar:
             TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} pairs/s"),
             TimeRemainingColumn(),
             transient=False,
+            console=Console(stderr=True),  # stdout carries results
         )
         self._p.start()
         self._task = self._p.add_task("train", total=total, completed=done, loss=float("nan"), rate=0.0)
