@@ -70,7 +70,40 @@ def cisi_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def hybrid_index(cisi_slice: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def remembering_encoder():  # type: ignore[no-untyped-def]
+    """The default dense model (bge-small-en, the engine ``auto`` picks), embedding each text once.
+
+    Its vectors are the real model's: it runs the model on texts it has not seen and hands back the
+    stored vector of a text it has. The index tests build the same CISI slice again and again, to
+    compare an index after adds, deletes and compactions with a fresh build; they test the index,
+    and embedding those 300 documents once is enough.
+    """
+    import numpy as np
+
+    from crossrank.retrieve.embed import BiEncoder
+
+    class RememberingBiEncoder(BiEncoder):
+        def __init__(self) -> None:
+            super().__init__("bge-small-en")
+            self._seen: dict[str, np.ndarray] = {}
+
+        def encode_documents(self, documents, *, on_batch=None):  # type: ignore[no-untyped-def,override]
+            new = [t for t in dict.fromkeys(documents) if t not in self._seen]
+            if new:
+                self._seen.update(zip(new, super().encode_documents(new), strict=True))
+            if on_batch is not None:
+                on_batch(len(documents))
+            if not documents:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            return np.stack([self._seen[t] for t in documents])
+
+    return RememberingBiEncoder()
+
+
+@pytest.fixture(scope="session")
+def hybrid_index(cisi_slice: Path, tmp_path_factory: pytest.TempPathFactory, remembering_encoder):  # type: ignore[no-untyped-def]
     from crossrank.retrieve.index import Index
 
-    return Index.build(tmp_path_factory.mktemp("idx") / "hybrid", cisi_slice, retriever="hybrid")
+    return Index.build(
+        tmp_path_factory.mktemp("idx") / "hybrid", cisi_slice, retriever="hybrid", dense_model=remembering_encoder
+    )

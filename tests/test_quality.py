@@ -1,11 +1,14 @@
 """Quality on real data: every engine path reranks the BM25 top-100 of TREC DL 2019.
 
-The converted fp32 model on the torch backend is the reference. Fast paths (int8, bf16) must
-keep nDCG@10 within 0.005 of it and agree on each query's order (mean Kendall tau >= 0.9).
+The converted fp32 model on the torch backend is the reference (on the first 10 queries: 1,000
+pairs; its 43-query figure comes from ``bench/rerank_speed.py``). The engine ``auto`` picks is held
+to its documented 43-query nDCG@10; the other fast paths (int8, bf16) must agree with fp32 on each
+query's order (mean Kendall tau >= 0.9).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,8 @@ def _run(ce: CrossEncoder, candidates: tuple[list[str], list[str], list[list[dic
 
 @pytest.fixture(scope="module")
 def fp32_run(fp32_folder: Path, candidates: tuple[list[str], list[str], list[list[dict[str, str]]]]) -> Run:
-    return _run(CrossEncoder(fp32_folder, backend="torch"), candidates)
+    """The fp32 reference on the first 10 queries (the slow torch engine runs 1,000 pairs, not 4,300)."""
+    return _run(CrossEncoder(fp32_folder, backend="torch"), _first(candidates))
 
 
 def _ndcg10(run: Run, qrels: dict[str, dict[str, int]]) -> float:
@@ -61,19 +65,28 @@ def test_bm25_alone_matches_reference(dl19: Path, qrels: dict[str, dict[str, int
     assert round(_ndcg10(run, qrels), 4) == 0.5058
 
 
-# The figures docs/benchmarks.md quotes for DL 2019 (bench/rerank_speed.py and the tables there).
+# The figures docs/benchmarks.md quotes for DL 2019, read from the bench JSON committed beside it.
 # fp32 torch is deterministic; ONNX Runtime's graph is built the same way everywhere; the static
 # int8 OpenVINO graph is calibrated on each machine and two builds were not bit-identical
 # (+0.0034 and +0.0054 against fp32 in two sessions), hence the wider tolerance there.
-FP32_NDCG10 = 0.7216
-ORT_INT8_NDCG10 = 0.7246  # one pair per call (docs/bench-rerank-quality-avx2.json)
-OPENVINO_INT8_NDCG10 = 0.7250  # the default on CPUs with int8 dot products, once prepared
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _documented(bench_json: str, system: str) -> float:
+    results = json.loads((DOCS / bench_json).read_text())["results"]
+    return float(next(r["ndcg10"] for r in results if r["system"] == system))
+
+
+# sentence-transformers' fp32 torch on the same weights, first 10 queries (the speed bench's sample)
+FP32_NDCG10_10Q = _documented("bench-rerank-speed-avx2.json", "st-torch-fp32")
+ORT_INT8_NDCG10 = _documented("bench-rerank-quality-avx2.json", "crossrank-default")  # one pair per call
+OPENVINO_INT8_NDCG10 = 0.7250  # the default on CPUs with int8 dot products, once prepared (not re-measured)
 FAST_NDCG10 = 0.7015
 FAST_ORT_NDCG10 = 0.7005
 
 
 def test_converted_fp32_model_reranks_dl19_as_documented(fp32_run: Run, qrels: dict[str, dict[str, int]]) -> None:
-    assert _ndcg10(fp32_run, qrels) == pytest.approx(FP32_NDCG10, abs=0.0005)
+    assert _ndcg10(fp32_run, qrels) == pytest.approx(FP32_NDCG10_10Q, abs=0.0005)
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +104,9 @@ def test_default_model_reranks_dl19_as_documented_and_agrees_with_fp32(
     documented, tolerance = (
         (OPENVINO_INT8_NDCG10, 0.005) if default_model.backend_name == "openvino" else (ORT_INT8_NDCG10, 0.002)
     )
-    report = agreement(fp32_run, default_run, qrels)
-    assert report.ndcg10_candidate is not None and report.ndcg10_candidate >= 0.72
-    assert report.ndcg10_candidate == pytest.approx(documented, abs=tolerance)
+    assert _ndcg10(default_run, qrels) >= 0.72
+    assert _ndcg10(default_run, qrels) == pytest.approx(documented, abs=tolerance)
+    report = agreement(fp32_run, {q: default_run[q] for q in fp32_run}, qrels)
     assert report.mean_kendall_tau >= 0.9
     change = report.ndcg10_change or 0.0
     assert -0.005 <= change <= 0.01
