@@ -286,6 +286,8 @@ def test_a_vnni_cpu_builds_the_faster_graph_in_the_background_for_the_next_load(
 
     monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path))
     monkeypatch.setenv("CROSSRANK_BACKGROUND_BUILD", "1")
+    # the mechanism, not the graph, is under test here: a small calibration builds in seconds
+    monkeypatch.setenv("CROSSRANK_CALIBRATION_PAIRS", "40")
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     with caplog.at_level(logging.WARNING, logger="crossrank"):
         first = CrossEncoder("fast")
@@ -301,6 +303,7 @@ def test_a_vnni_cpu_builds_the_faster_graph_in_the_background_for_the_next_load(
         time.sleep(1)
     log_text = (tmp_path / "builtin" / "crossrank-fast-prepare.log").read_text()
     assert not lock.exists() and builtin.openvino_ready(), log_text
+    assert "-openvino-int8-cal40-" in builtin._openvino_folder().name  # the count names the graph
     again = CrossEncoder("fast")
     assert again.backend_name == "openvino" and "prepared" in again.backend_reason
     pairs = [("what is a cat", "A cat is a small feline."), ("what is a cat", "Paris is in France.")]
@@ -366,3 +369,15 @@ def test_long_work_draws_its_progress_bars_on_stderr(capsys: pytest.CaptureFixtu
     out, err = capsys.readouterr()
     assert out == ""
     assert "reranking on Ray" in err and "teacher scores" in err and "training" in err
+
+
+def test_the_calibration_size_can_be_set_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossrank.models.calibration import calibration_pairs
+
+    assert calibration_pairs() == 600
+    monkeypatch.setenv("CROSSRANK_CALIBRATION_PAIRS", "64")
+    assert calibration_pairs() == 64
+    for bad in ("0", "many", "-5", "9999"):
+        monkeypatch.setenv("CROSSRANK_CALIBRATION_PAIRS", bad)
+        with pytest.raises(ConfigError, match=r"CROSSRANK_CALIBRATION_PAIRS=.* whole number from 8 to 5000"):
+            calibration_pairs()

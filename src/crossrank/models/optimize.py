@@ -194,7 +194,8 @@ def quantize_openvino(
     """Write a statically quantized int8 OpenVINO model (``model.xml`` + ``model.bin``); return the folder.
 
     The graph (int8 or fp32 ONNX) is dequantized to fp32, then NNCF calibrates int8 ranges for
-    every matrix product on ``calibration`` pairs (by default :func:`stdlib_pairs`), with
+    every matrix product on ``calibration`` pairs (by default :func:`calibration_pairs` of
+    :func:`stdlib_pairs`), with
     SmoothQuant and bias correction for transformers. ``single_texts=True`` calibrates a bi-encoder:
     the queries and documents are fed as separate texts, as it will see them. Fixed ranges make a
     pair's score independent of its batch-mates. Written to a temporary folder and renamed.
@@ -208,13 +209,13 @@ def quantize_openvino(
     nncf = require("nncf", feature="OpenVINO quantization")
     import logging as _logging
 
-    from crossrank.models.calibration import stdlib_pairs
+    from crossrank.models.calibration import calibration_pairs, stdlib_pairs
     from crossrank.rerank.encoding import PairEncoder
 
     out = Path(output_dir)
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    queries, docs = calibration or stdlib_pairs()
+    queries, docs = calibration or stdlib_pairs(calibration_pairs())
     if single_texts:
         enc = _single_texts(tokenizer_file, [*queries, *docs], max_length)
     else:

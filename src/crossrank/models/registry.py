@@ -209,11 +209,13 @@ class BuiltinModel:
         import sys
 
         from crossrank.models.cache import cache_dir
+        from crossrank.models.calibration import calibration_pairs
 
         py = f"py{sys.version_info.major}{sys.version_info.minor}"  # calibration text comes from the stdlib
         single = "-single" if self.kind == "bi-encoder" else ""
+        cal = f"cal{calibration_pairs()}"
         return (
-            cache_dir() / "builtin" / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-cal600{single}-{py}"
+            cache_dir() / "builtin" / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-{cal}{single}-{py}"
             f"-ov{_dist_version('openvino')}-b{build_code_digest()}"
         )
 
