@@ -55,7 +55,8 @@ def fp32_run(fp32_folder: Path, candidates: tuple[list[str], list[str], list[lis
 
 
 def _ndcg10(run: Run, qrels: dict[str, dict[str, int]]) -> float:
-    qr = [ir_measures.Qrel(q, d, g) for q, docs in qrels.items() for d, g in docs.items()]
+    # over the run's queries only: ir_measures counts a judged query missing from the run as 0
+    qr = [ir_measures.Qrel(q, d, g) for q, docs in qrels.items() if q in run for d, g in docs.items()]
     sd = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
     return float(ir_measures.calc_aggregate([nDCG @ 10], qr, sd)[nDCG @ 10])
 
