@@ -123,9 +123,9 @@ def test_openvino_static_int8_agrees_with_fp32(
     candidates: tuple[list[str], list[str], list[list[dict[str, str]]]], fp32_run: Run
 ) -> None:
     # the OpenVINO graph's DL 2019 figure (0.7250, bench/rerank_speed.py) is measured on the 43
-    # queries by the benchmark; here its order is held to fp32's on 1,000 pairs
+    # queries by the benchmark; here its order is held to fp32's on 500 pairs
     ce = CrossEncoder("default", backend="openvino")
-    sub = _first(candidates)
+    sub = _first(candidates, 5)
     report = agreement({q: fp32_run[q] for q in sub[0]}, _run(ce, sub), None)
     assert report.mean_kendall_tau >= 0.9
 
