@@ -1,5 +1,5 @@
 """A damaged index is refused in one line naming the file; writes never replace a good generation with a
-bad one; readers racing a writer never see a false "damaged"."""
+bad one; readers racing a writer never see a false "damaged"; a served index follows its writes."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from crossrank import CrossEncoder
 from crossrank.cli.app import app
 from crossrank.retrieve.index import Index, IndexDamagedError, IndexError_
+from crossrank.serve import ServeConfig, create_app
+from test_serve import HTTP_TIMEOUT, serving
 
 
 def _records(path: Path, n: int) -> list[dict[str, Any]]:
@@ -250,3 +254,46 @@ def test_a_thousand_opens_during_writes_never_report_damage(cisi_slice: Path, tm
     assert writer.returncode == 0, err
     assert failures == []
     assert int(out) >= 10 and len(seen) >= 10  # the writes and the opens did overlap
+
+
+def test_a_served_index_follows_deletes_and_adds(default_model: CrossEncoder, cisi_slice: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    records = _records(cisi_slice, 300)
+    Index.build(folder, records).close()
+    target = records[7]
+    query = target["title"]
+    gone_text = target["text"][:200]
+
+    def search(base: str) -> httpx.Response:
+        body = {"query": query, "k": 10, "depth": 20}
+        return httpx.post(f"{base}/v1/search", json=body, timeout=HTTP_TIMEOUT)
+
+    with serving(create_app(default_model, index=folder, config=ServeConfig(max_wait_ms=0))) as base:
+        r = search(base)
+        assert r.status_code == 200 and target["_id"] in [h["doc_id"] for h in r.json()["hits"]]
+        writer = Index.open(folder)  # another process could do the same: the server shares nothing with it
+        writer.delete([target["_id"]])
+        r = search(base)  # the first search after the delete committed
+        assert r.status_code == 200 and r.json()["hits"]
+        assert target["_id"] not in [h["doc_id"] for h in r.json()["hits"]] and gone_text not in r.text
+        models = httpx.get(f"{base}/v1/models", timeout=HTTP_TIMEOUT).json()
+        assert models["data"][0]["search"]["documents"] == 299
+        writer.add([{"id": "new-doc", "title": query, "text": target["text"]}])
+        r = search(base)
+        assert r.json()["hits"][0]["doc_id"] == "new-doc"
+
+        # a new generation that fails its checks is never served, and nor is the replaced one
+        writer.delete(["new-doc"])
+        np.save(folder / writer.generation / "live.npy", np.ones(5, bool))
+        r = search(base)
+        assert r.status_code == 503
+        error = r.json()["error"]
+        assert error["type"] == "unavailable" and f"{writer.generation}/live.npy" in error["message"]
+        assert str(folder) not in r.text  # the client is not told where the files are
+        writer.close()
+        # the rerank routes go on, and the next search after a repair answers from the rebuilt index
+        ok = httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=HTTP_TIMEOUT)
+        assert ok.status_code == 200
+        Index.build(folder, records[:50], overwrite=True).close()
+        r = search(base)
+        assert r.status_code == 200 and {h["doc_id"] for h in r.json()["hits"]} <= {str(x["_id"]) for x in records[:50]}
