@@ -8,6 +8,7 @@ the server that reaches into the cross-encoder's internals.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,9 +20,14 @@ from crossrank.errors import ConfigError
 from crossrank.ranking import ScoredPairs
 from crossrank.rerank.config import Activation
 from crossrank.rerank.cross_encoder import CrossEncoder
+from crossrank.retrieve.index_files import IndexDamagedError, IndexError_
 from crossrank.retrieve.pipeline import Pipeline, SearchResult
+from crossrank.serve.errors import ApiError
+from crossrank.serve.follow import FollowedPipeline
 
 __all__ = ["ServedModel"]
+
+log = logging.getLogger(__name__)
 
 _PROBABILITIES = ("sigmoid", "softmax", "calibrated")
 
@@ -81,14 +87,15 @@ class ServedModel:
 
     Args:
         reranker: the cross-encoder; it is used from one thread at a time (the batcher's).
-        pipeline: a pipeline whose reranker is ``reranker``, for ``/v1/search``; or ``None``.
+        pipeline: a pipeline whose reranker is ``reranker``, for ``/v1/search``; or ``None``. Its
+            index follows the writes to its folder (see :mod:`crossrank.serve.follow`).
     """
 
     def __init__(self, reranker: CrossEncoder, pipeline: Pipeline | None = None) -> None:
         if pipeline is not None and pipeline.reranker is not reranker:
             raise ConfigError("the pipeline must rerank with the served cross-encoder (Pipeline(index, reranker=ce))")
         self.reranker = reranker
-        self.pipeline = pipeline
+        self._followed = FollowedPipeline(pipeline) if pipeline is not None else None
         self.files = model_files(reranker)
         self.size_bytes = sum(f.stat().st_size for f in self.files)
         self.pairs_per_s: float | None = None  # measured by warm_up
@@ -130,6 +137,11 @@ class ServedModel:
             pairs = sum(p for p, _ in self._served)
             seconds = sum(s for _, s in self._served)
         return pairs / seconds if seconds > 0 else None
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """Return the search pipeline, on the generation of the index the last search used; ``None`` without one."""
+        return self._followed.current if self._followed is not None else None
 
     @property
     def name(self) -> str:
@@ -222,9 +234,28 @@ class ServedModel:
         return self.reranker._score_as(queries, documents, tuple(activations))
 
     def search(self, queries: list[str], *, k: int, depth: int, retriever: Any, rerank: bool) -> list[SearchResult]:
-        """Return one search result per query from the pipeline, all queries in shared batches."""
-        assert self.pipeline is not None  # the route checks
-        return self.pipeline.search_many(queries, k=k, depth=depth, retriever=retriever, rerank=rerank)
+        """Return one search result per query from the pipeline, all queries in shared batches.
+
+        The search runs on the index's current generation: one a write committed since the last
+        search is opened first (see :mod:`crossrank.serve.follow`).
+
+        Raises:
+            ApiError: ``unavailable`` when the index is damaged or cannot be reopened after a write.
+        """
+        assert self._followed is not None  # the route checks
+        try:
+            with self._followed.use() as pipeline:
+                return pipeline.search_many(queries, k=k, depth=depth, retriever=retriever, rerank=rerank)
+        except IndexDamagedError as err:
+            log.error("%s", err)
+            raise ApiError(
+                "unavailable", f"the served index is damaged ({err.file}); the server's operator must rebuild it"
+            ) from err
+        except IndexError_ as err:
+            log.error("%s", err)
+            raise ApiError(
+                "unavailable", "the served index changed and could not be reopened; retry, or see the server log"
+            ) from err
 
 
 def model_files(reranker: CrossEncoder) -> list[Path]:
