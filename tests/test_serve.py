@@ -803,6 +803,25 @@ def test_cli_serve_rejects_bad_settings_in_one_line(monkeypatch: pytest.MonkeyPa
         assert needle in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_cli_serve_on_every_address_says_which_host_names_it_answers(caplog: pytest.LogCaptureFixture) -> None:
+    from typer.testing import CliRunner
+
+    from crossrank.cli.app import app
+
+    runner = CliRunner()
+    caplog.set_level(logging.WARNING, logger="crossrank.serve")
+    # an unknown engine stops the command after the settings are read: nothing is loaded or bound
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--engine", "none"])
+    assert result.exit_code == 2 and "--engine must be" in result.output
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("bound to 0.0.0.0: answering only Host names ")
+    assert f"localhost, 127.0.0.1, [::1], {socket.gethostname()} and this machine's addresses" in warning
+    assert "DNS rebinding" in warning and "--allowed-host" in warning
+    caplog.clear()
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--allowed-host", "rerank.internal", "--engine", "none"])
+    assert result.exit_code == 2 and not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_docstring_examples_run() -> None:
     import doctest
 

@@ -126,10 +126,10 @@ def serve(
     logging.getLogger("crossrank.serve").setLevel(logging.WARNING if quiet else logging.INFO)
     if is_wildcard_bind(host) and not allowed_host:
         log.warning(
-            "bound to %s: answering only Host names localhost, 127.0.0.1, [::1], %s and this machine's "
-            "addresses (a guard against DNS rebinding); name the others clients use with --allowed-host",
+            "bound to %s: answering only Host names %s and this machine's addresses (a guard against "
+            "DNS rebinding); name the others clients use with --allowed-host",
             host or "every address",
-            config.allowed_hosts[0],
+            ", ".join(("localhost", "127.0.0.1", "[::1]", *config.allowed_hosts)),
         )
     if engine not in ("local", "ray"):
         raise InputError(f"--engine must be local or ray (got {engine!r})")

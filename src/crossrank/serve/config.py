@@ -154,7 +154,12 @@ def bound_hosts(host: str) -> tuple[str, ...]:
         ((), ('rerank.internal',))
     """
     if host in _WILDCARD_BINDS:
-        return (socket.gethostname(),)
+        name = socket.gethostname()
+        try:
+            _check_allowed_host(name)
+        except ConfigError:  # not a name a client could send (never seen in practice): nothing to add
+            return ()
+        return (name,)
     try:
         ipaddress.ip_address(host.strip("[]"))
         return ()
