@@ -42,7 +42,7 @@ from crossrank.serve.errors import (
     validation_message,
 )
 from crossrank.serve.metrics import CONTENT_TYPE, Metrics
-from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, ObserveMiddleware
+from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, HostMiddleware, ObserveMiddleware
 from crossrank.serve.model import ServedModel
 from crossrank.serve.schemas import (
     CohereV1Response,
@@ -75,12 +75,22 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+# the explorer likewise; Swagger UI sets style attributes, so inline styles are allowed (scripts are not)
+_DOCS_HEADERS = {
+    **_PAGE_HEADERS,
+    "Content-Security-Policy": _PAGE_HEADERS["Content-Security-Policy"].replace(
+        "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+    ),
+}
 
 _RERANK_ERRORS: Sequence[ErrorKind] = (
     "invalid",
+    "malformed",
     "empty",
     "too_large",
     "body_too_large",
+    "body_timeout",
+    "misdirected",
     "unauthorized",
     "overloaded",
     "timeout",
@@ -158,14 +168,22 @@ def create_app(
         summary="Cross-encoder reranking with Cohere, Jina and TEI compatible endpoints.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN; ours serves it from the package
         redoc_url=None,
     )
     app.state.crossrank = state
     _add_routes(app, state)
     _add_playground(app)
+    if config.docs:
+        _add_explorer(app)
     _add_error_handlers(app)
     routes = frozenset(getattr(r, "path", "") for r in app.routes)
-    app.add_middleware(GuardMiddleware, keys=api_keys, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,
+        keys=api_keys,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout_s=config.body_timeout_s,
+    )
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -176,6 +194,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             expose_headers=["Retry-After", "X-Crossrank-Truncated", "X-Crossrank-Activation"],
         )
+    app.add_middleware(HostMiddleware, allowed=config.allowed_hosts)
     app.add_middleware(ObserveMiddleware, metrics=metrics, routes=routes)
     return app
 
@@ -343,7 +362,13 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         headers = {"x-crossrank-truncated": str(num_truncated), "x-crossrank-activation": served.activation}
         return JSONResponse(content, headers=headers)
 
-    @app.get("/v1/models", response_model=ModelsResponse, tags=["service"], summary="The served model")
+    @app.get(
+        "/v1/models",
+        response_model=ModelsResponse,
+        responses=error_responses("crossrank", ["misdirected"]),
+        tags=["service"],
+        summary="The served model",
+    )
     async def models() -> dict[str, Any]:
         card = {"id": served.name, "object": "model", "created": 0, "owned_by": "crossrank", **served.describe()}
         search = served.describe_index()
@@ -377,7 +402,10 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     @app.get(
         "/metrics",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Prometheus metrics"}},
+        responses={
+            200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Prometheus metrics"},
+            **error_responses("crossrank", ["misdirected"]),
+        },
         tags=["service"],
         summary="Prometheus metrics",
     )
@@ -393,6 +421,29 @@ def _add_playground(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def _add_explorer(app: FastAPI) -> None:
+    """Serve the OpenAPI explorer at ``/docs``: Swagger UI from the installed ``fastapi-offline``, no CDN."""
+    try:
+        import fastapi_offline
+    except ImportError:  # installed without the serve extra's explorer: no /docs (the API is unchanged)
+        log.info("no OpenAPI explorer at /docs: pip install fastapi-offline (part of crossrank[serve])")
+        return
+    # only its copy of Swagger UI's files is used (its FastAPI factory would load them without a CSP)
+    assets = Path(fastapi_offline.__file__).with_name("static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def explorer() -> Response:
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html; charset=utf-8", headers=_DOCS_HEADERS)
+
+    @app.get("/docs/swagger-ui.css", include_in_schema=False)
+    async def explorer_css() -> Response:
+        return FileResponse(assets / "swagger-ui.css", media_type="text/css; charset=utf-8")
+
+    @app.get("/docs/swagger-ui-bundle.js", include_in_schema=False)
+    async def explorer_js() -> Response:
+        return FileResponse(assets / "swagger-ui-bundle.js", media_type="text/javascript; charset=utf-8")
 
 
 # ---------------------------------------------------------------------- handlers' helpers
@@ -438,6 +489,7 @@ async def _score(
         "tokens": int(result.num_tokens.sum()),
         "truncated": int(result.truncated.sum()),
         "queue_ms": round(t.queue_ms, 1),
+        "tokenize_ms": round(t.tokenize_ms, 1),
         "inference_ms": round(t.inference_ms, 1),
         "batch": f"{t.batch_pairs}/{t.batch_requests}",
     }
@@ -496,6 +548,7 @@ async def _cohere(
             "max_length": served.max_length,
             "truncated": cut,
             "queue_ms": round(t.queue_ms, 3),
+            "tokenize_ms": round(t.tokenize_ms, 3),
             "inference_ms": round(t.inference_ms, 3),
             "batch_pairs": t.batch_pairs,
             "batch_requests": t.batch_requests,
@@ -529,9 +582,9 @@ def _rank(
 
 def _object_texts(documents: Sequence[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
     """Return the text ranked for each document: a string, or its ``rank_fields`` joined by spaces."""
-    fields = rank_fields or ["text"]
-    if not fields:
-        raise ApiError("invalid", "rank_fields is empty; name at least one field, e.g. ['text']")
+    fields = ["text"] if rank_fields is None else rank_fields
+    if not fields:  # the schema refuses it too; an empty list never means `text`
+        raise ApiError("invalid", "rank_fields is empty; name at least one field, e.g. ['text'], or leave it out")
     texts = []
     for i, doc in enumerate(documents):
         if isinstance(doc, str):
@@ -580,6 +633,7 @@ def _headers(act: Activation, result: PairsResult) -> dict[str, str]:
         "x-crossrank-truncated": str(int(result.truncated.sum())),
         "x-compute-tokens": str(int(result.num_tokens.sum())),
         "x-queue-time": str(round(t.queue_ms)),
+        "x-tokenization-time": str(round(t.tokenize_ms)),
         "x-inference-time": str(round(t.inference_ms)),
     }
 
@@ -596,7 +650,9 @@ _STATUS_KINDS: dict[int, ErrorKind] = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
     413: "body_too_large",
+    421: "misdirected",
     422: "invalid",
     429: "overloaded",
     503: "unavailable",

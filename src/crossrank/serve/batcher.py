@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from crossrank.errors import CrossrankError
+from crossrank.errors import ConfigError, CrossrankError, InputError
 from crossrank.rerank.config import Activation
 from crossrank.retrieve.pipeline import SearchResult
 from crossrank.serve.config import ServeConfig
@@ -89,16 +89,19 @@ class Timing:
     """How a job went through the batcher.
 
     Attributes:
-        queue_ms: from submission to the start of its model call.
+        queue_ms: from submission until the worker took it up.
         inference_ms: the model call it shared.
         batch_pairs: pairs in that call.
         batch_requests: requests in that call.
+        tokenize_ms: between the two: tokenizing before the model call (checking each query's
+            length, cutting documents to ``max_doc_tokens``), for every request in that call.
     """
 
     queue_ms: float
     inference_ms: float
     batch_pairs: int
     batch_requests: int
+    tokenize_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +240,9 @@ class Batcher:
                 try:
                     self._execute(batch)
                 except BaseException as err:  # never leave a future unresolved
-                    log.error("batch of %d requests failed: %s", len(batch), type(err).__name__)
+                    # a request's own bad input is answered with 400 and logged with it, never as a failure
+                    level = logging.DEBUG if isinstance(err, InputError | ConfigError) else logging.ERROR
+                    log.log(level, "batch of %d requests failed: %s", len(batch), type(err).__name__)
                     for job in batch:
                         if not job.future.done():
                             job.future.set_exception(err)
@@ -324,6 +329,7 @@ class Batcher:
 
     def _run_pairs(self, batch: list[_Job]) -> None:
         model = self.model
+        taken = time.perf_counter()  # queue time ends here; checking queries and cutting documents is not waiting
         ready: list[tuple[_Job, list[str], list[str], npt.NDArray[np.bool_]]] = []
         for job in batch:
             work = job.work
@@ -343,18 +349,22 @@ class Batcher:
             ready.append((job, work.queries, docs, cut))
         if not ready:
             return
+        prepared = (taken, (time.perf_counter() - taken) * 1000)
         try:
-            self._score_together(ready)
+            self._score_together(ready, prepared)
         except CrossrankError:
             if len(ready) == 1:
                 raise
             for item in ready:  # find the request at fault; the others still get their scores
                 try:
-                    self._score_together([item])
+                    self._score_together([item], prepared)
                 except CrossrankError as err:
                     item[0].future.set_exception(err)
 
-    def _score_together(self, items: list[tuple[_Job, list[str], list[str], npt.NDArray[np.bool_]]]) -> None:
+    def _score_together(
+        self, items: list[tuple[_Job, list[str], list[str], npt.NDArray[np.bool_]]], prepared: tuple[float, float]
+    ) -> None:
+        taken, tokenize_ms = prepared
         acts: list[Activation] = []
         queries: list[str] = []
         docs: list[str] = []
@@ -367,7 +377,7 @@ class Batcher:
         scored = self.model.score(queries, docs, acts)
         seconds = time.perf_counter() - started
         jobs = [item[0] for item in items]
-        waits = self._observe(jobs, len(queries), started, seconds)
+        waits = self._observe(jobs, len(queries), taken, seconds)
         truncated = scored[0].truncated
         tokens = scored[0].num_tokens
         start = 0
@@ -381,7 +391,7 @@ class Batcher:
                 scores={a: scored[acts.index(a)].scores[start:stop] for a in job.work.activations},
                 truncated=trunc,
                 num_tokens=tokens[start:stop],
-                timing=Timing(wait, seconds * 1000, len(queries), len(items)),
+                timing=Timing(wait, seconds * 1000, len(queries), len(items), tokenize_ms),
             )
             if not job.future.done():
                 job.future.set_result(result)

@@ -171,7 +171,8 @@ class ServedModel:
             "scores": "probability" if self.is_probability(self.activation) else "logit",
             "labels": list(self.labels),
             "backend": self.reranker.backend_name,
-            "index": str(self.pipeline.index.folder) if self.pipeline is not None else None,
+            # the folder's name only: where the server's files lie is no client's business
+            "index": Path(self.pipeline.index.folder).name if self.pipeline is not None else None,
             "size_mb": round(self.size_bytes / 1e6, 1),
             "pairs_per_s": _round(self.pairs_per_s),
             "pairs_per_s_served": _round(self.served_pairs_per_s),
