@@ -26,8 +26,6 @@ import hashlib
 import itertools
 import logging
 import math
-import os
-import sys
 import threading
 import time
 from collections import deque
@@ -152,8 +150,6 @@ _RATE_MEMORY_S = 5.0
 _PRIOR_SHARE = 0.8
 #: the rate when no speed was measured at load: 10 pairs/s of about 100 tokens
 _FALLBACK_RATE = 1000.0
-#: how much lower (in nice steps) the model's threads run than the event loop
-_WORKER_NICENESS = 10
 #: estimated tokens per candidate of a search (its documents are not known before it runs)
 _SEARCH_PAIR_TOKENS = 128.0
 
@@ -378,7 +374,6 @@ class Batcher:
     # ------------------------------------------------------------ worker side
 
     def _run(self) -> None:
-        _lower_priority()
         while True:
             call = self._collect()
             if call is None:
@@ -608,23 +603,6 @@ class Batcher:
         self.metrics.truncated.inc(sum(h.truncated for r in results for h in r.hits))
         for job, result in zip(batch, results, strict=True):
             _resolve(job.future, result=SearchOutcome(result, _timing(job)))
-
-
-def _lower_priority() -> None:
-    """Run this thread, and the engine threads it starts, below the event loop's priority (Linux).
-
-    The model keeps every core busy; the event loop, which answers health checks and refuses
-    requests when the server is full, needs little CPU but needs it at once. A thread's nice value
-    is its own on Linux and new threads inherit it, so raising it here leaves the event loop as it
-    was. Elsewhere this does nothing.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + _WORKER_NICENESS)
-    except OSError as err:  # not allowed here: the model runs at the event loop's priority
-        log.debug("could not lower the batcher's priority: %s", err)
 
 
 def _timing(job: _Job) -> Timing:
