@@ -343,7 +343,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             except InputError as err:
                 raise ApiError("invalid", str(err)) from err
         work = SearchWork(body.query, body.k, body.depth, body.retriever, body.rerank)
-        outcome = await _await(state, work)
+        outcome = await _await(state, request, work)
         assert isinstance(outcome, SearchOutcome)
         result = outcome.result
         if result.reranked:
@@ -449,24 +449,53 @@ def _add_explorer(app: FastAPI) -> None:
 # ---------------------------------------------------------------------- handlers' helpers
 
 
-async def _await(state: _State, work: PairsWork | SearchWork) -> Any:
-    """Queue ``work`` and return its result, turning every failure into an :class:`ApiError`."""
+async def _await(state: _State, request: Request, work: PairsWork | SearchWork) -> Any:
+    """Queue ``work`` and return its result, turning every failure into an :class:`ApiError`.
+
+    When the request times out or its client leaves first, its future is cancelled, which frees
+    its place in the queue at once and keeps the rest of its work from running.
+    """
     future = state.batcher.submit(work)  # raises QueueFullError / ShuttingDownError: answered at once
+    result = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_client_gone(request))
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), timeout=state.config.timeout_s)
+        done, _ = await asyncio.wait(
+            (result, gone), timeout=state.config.timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        gone.cancel()
+        # nothing when answered; else the batcher frees its place now and drops the work
+        future.cancel()
+        result.cancel()
+    try:
+        if result not in done:
+            if gone in done:
+                raise _ClientGone
+            raise TimeoutError
+        return result.result()
     except TimeoutError:
         state.metrics.rejected.labels("timeout").inc()
         raise ApiError(
             "timeout",
             f"the request did not finish within {state.config.timeout_s:g} s; retry later or send fewer documents",
         ) from None
-    except ApiError:
+    except (ApiError, _ClientGone):
         raise
     except (InputError, ConfigError) as err:
         raise ApiError("invalid", str(err)) from err
     except Exception as err:
         log.error("scoring failed: %s", type(err).__name__)
         raise ApiError("internal", "scoring failed; see the server log") from err
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its answer (logged and counted as status 499)."""
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client has closed the connection (its body is already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that answers with empty body messages is polled, not spun on
 
 
 async def _score(
@@ -480,7 +509,7 @@ async def _score(
 ) -> PairsResult:
     served = state.served
     acts = tuple(dict.fromkeys((act, served.order_activation(act))))
-    result = await _await(state, PairsWork(queries, documents, acts, max_doc_tokens))
+    result = await _await(state, request, PairsWork(queries, documents, acts, max_doc_tokens))
     assert isinstance(result, PairsResult)
     t = result.timing
     served.record_speed(t.batch_pairs, t.inference_ms / 1000)
@@ -676,6 +705,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return _error(dialect_of(request.url.path), kind, message, dict(exc.headers or {}))
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it: the status is for the log and the metrics
+
+    app.add_exception_handler(_ClientGone, client_gone)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

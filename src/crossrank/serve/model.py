@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from crossrank.errors import ConfigError
 from crossrank.ranking import ScoredPairs
 from crossrank.rerank.config import Activation
@@ -80,6 +83,10 @@ _SPEED_PASSAGES = (
 )
 #: requests whose model calls make the speed measured on served traffic
 _SERVED_WINDOW = 64
+#: characters per token in English text under a WordPiece or BPE vocabulary, roughly
+_CHARS_PER_TOKEN = 4.0
+#: tokens a pair's template adds (CLS and two SEP for BERT-style models)
+_TEMPLATE_TOKENS = 3.0
 
 
 class ServedModel:
@@ -99,6 +106,7 @@ class ServedModel:
         self.files = model_files(reranker)
         self.size_bytes = sum(f.stat().st_size for f in self.files)
         self.pairs_per_s: float | None = None  # measured by warm_up
+        self.work_per_s: float | None = None  # the same, in the units of pair_costs
         self._served: deque[tuple[int, float]] = deque(maxlen=_SERVED_WINDOW)
         self._served_lock = threading.Lock()
 
@@ -119,6 +127,7 @@ class ServedModel:
         self.reranker._compute_logits(queries, documents)
         seconds = time.perf_counter() - started
         self.pairs_per_s = len(queries) / seconds if seconds > 0 else None
+        self.work_per_s = float(self.pair_costs(queries, documents).sum()) / seconds if seconds > 0 else None
 
     def record_speed(self, pairs: int, seconds: float) -> None:
         """Remember the model call of one served request: ``pairs`` scored in ``seconds``.
@@ -224,6 +233,26 @@ class ServedModel:
             return document, False
         windows = self.reranker.encoder.windows(document, budget=max_tokens, stride=max_tokens)
         return windows[0], len(windows) > 1
+
+    def pair_costs(
+        self, queries: Sequence[str], documents: Sequence[str], max_doc_tokens: int | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Return, per pair, an estimate of the tokens the model will read, from character counts alone.
+
+        About 4 characters a token, the template's special tokens, the document cut to
+        ``max_doc_tokens`` and the pair to ``max_length`` (with ``long_documents="window"`` a long
+        document is read in several windows, so it is not cut). The estimate only has to rank
+        requests by cost: the server measures its rate in the same units, so a constant error in
+        characters per token cancels out. It never tokenizes, so it is cheap on the event loop.
+        """
+        q = np.array(list(map(len, queries)), dtype=np.float64)
+        doc_tokens = np.array(list(map(len, documents)), dtype=np.float64) / _CHARS_PER_TOKEN
+        if max_doc_tokens is not None:
+            doc_tokens = np.minimum(doc_tokens, max_doc_tokens)
+        tokens = q / _CHARS_PER_TOKEN + doc_tokens + _TEMPLATE_TOKENS
+        if self.reranker.config.long_documents != "window":
+            tokens = np.minimum(tokens, self.max_length)
+        return tokens
 
     def score(self, queries: list[str], documents: list[str], activations: Sequence[Activation]) -> list[ScoredPairs]:
         """Return the pairs' scores under each activation, from one model call.
