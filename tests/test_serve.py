@@ -31,7 +31,7 @@ import uvicorn
 from crossrank import CrossEncoder
 from crossrank.errors import ConfigError
 from crossrank.io import read_beir_corpus, read_beir_queries, read_trec_run
-from crossrank.serve import ApiKeys, ServeConfig, create_app
+from crossrank.serve import ApiKeys, ServeConfig, create_app, uvicorn_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "dl19"
@@ -61,14 +61,17 @@ def passages(n: int) -> list[str]:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
+def serving(app: Any, host: str = "127.0.0.1", **uvicorn_settings: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free port of ``host`` in a thread; yield its base URL.
+
+    uvicorn runs with the settings ``crossrank serve`` uses (:func:`uvicorn_config`), header
+    deadline included; ``uvicorn_settings`` override them.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, ws="none", timeout_graceful_shutdown=30)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, timeout_graceful_shutdown=30, **uvicorn_settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -76,7 +79,7 @@ def serving(app: Any) -> Iterator[str]:
         while not server.started:
             assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(60)
@@ -290,6 +293,8 @@ def test_truncation_is_reported_everywhere(url: str, default_model: CrossEncoder
         ("/v1/rerank", {"documents": ["a"]}, 400, "query: Field required"),
         ("/v2/rerank", {"query": "q", "documents": [{"title": "no text"}]}, 400, "field 'text'"),
         ("/v2/rerank", {"query": "q", "documents": "abc"}, 400, "documents"),
+        ("/v2/rerank", {"query": "q", "documents": [{"text": "a"}], "rank_fields": []}, 400, "rank_fields"),
+        ("/v1/rerank", {"query": "q", "documents": ["a"], "rank_fields": []}, 400, "rank_fields"),
         ("/rerank", {"query": "q", "texts": []}, 400, "`texts` cannot be empty"),
         ("/rerank", {"query": "q", "texts": [None]}, 422, "texts.0"),
         ("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "left"}, 422, "not supported"),
@@ -636,11 +641,28 @@ def test_search_runs_the_pipeline(default_model: CrossEncoder, dl19_index: Any) 
 # ---------------------------------------------------------------------- fuzzing the OpenAPI spec
 
 
+#: a valid body per POST route, which :func:`hostile_bodies` spoils
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "/v1/rerank": {"query": "cat", "documents": [{"text": "a cat"}], "return_documents": True},
+    "/v2/rerank": {"query": "cat", "documents": [{"text": "a cat"}], "return_documents": True},
+    "/rerank": {"query": "cat", "texts": ["a cat"], "return_text": True},
+    "/v1/score": {"pairs": [["cat", "a cat"]]},
+    "/v1/search": {"query": "library", "k": 2, "depth": 5},
+}
+
+
+def hostile_bodies(valid: dict[str, Any]) -> list[bytes]:
+    """Return ``valid`` plus one field Python's parser takes and JSON does not: NaN, infinities, lone surrogates."""
+    text = json.dumps(valid)[:-1]
+    extras = ['"x": NaN', '"x": -Infinity', '"x": Infinity', '"x": 1e999', '"x": "\\ud800"', '"\\udfff": 1']
+    return [f"{text}, {extra}}}".encode() for extra in extras]
+
+
 def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
     default_model: CrossEncoder, dl19_index: Any
 ) -> None:
     import schemathesis
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
     from schemathesis.checks import not_a_server_error
     from schemathesis.generation import GenerationMode
     from schemathesis.specs.openapi.checks import (
@@ -657,6 +679,14 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
         assert len(operations) == 9
         for operation in operations:
             post = operation.method.upper() == "POST"
+            # what Python's JSON parser takes but JSON is not, and a Host a DNS-rebinding page sends
+            hostile = [operation.Case(headers={"Host": "attacker.example:8080"})]
+            if post:
+                valid = VALID_BODIES[operation.path]
+                hostile = [
+                    operation.Case(body=valid, media_type="application/json", headers={"Host": "attacker.example"}),
+                    *(operation.Case(body=body, media_type="application/json") for body in hostile_bodies(valid)),
+                ]
             # a GET without parameters has no wrong input to make
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if post else (GenerationMode.POSITIVE,):
 
@@ -671,11 +701,17 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
                 def fuzz(case: Any) -> None:
                     case.call_and_validate(base_url=base, checks=checks)
 
+                for case in hostile:
+                    fuzz = example(case=case)(fuzz)
                 fuzz()
         text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
     assert not re.search(r'crossrank_requests_total\{route="[^"]*",status="5\d\d"\}', text)
     for route in ("/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/v1/search"):  # some got through
         assert metric(text, "crossrank_requests_total", route=route, status="200") >= 1, route
+        # the explicit examples were refused as they should be: each hostile body, and the foreign Host
+        assert metric(text, "crossrank_requests_total", route=route, status="400") >= 6, route
+        assert metric(text, "crossrank_requests_total", route=route, status="421") >= 1, route
+    assert metric(text, "crossrank_requests_total", route="/v1/models", status="421") >= 1
 
 
 # ---------------------------------------------------------------------- the command and graceful shutdown
@@ -757,16 +793,41 @@ def test_cli_serve_rejects_bad_settings_in_one_line(monkeypatch: pytest.MonkeyPa
         (["--cors-origin", "example.com"], "cors origin must be"),
         (["--queue-size", "0"], "queue_size must be an int >= 1"),
         (["--api-key-env", "A", "--api-key-file", "b"], "not both"),
+        (["--allowed-host", "http://rerank.example.com"], "allowed host must be '*', a host name"),
+        (["--allowed-host", "rerank.example.com:8080"], "without scheme, port or path"),
+        (["--header-timeout", "0"], "header_timeout_s must be a number of seconds > 0"),
+        (["--body-timeout", "-1"], "body_timeout_s must be a number of seconds > 0"),
     ]:
         result = runner.invoke(app, ["serve", *args])
         assert result.exit_code == 2, result.output
         assert needle in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_cli_serve_on_every_address_says_which_host_names_it_answers(caplog: pytest.LogCaptureFixture) -> None:
+    from typer.testing import CliRunner
+
+    from crossrank.cli.app import app
+
+    runner = CliRunner()
+    caplog.set_level(logging.WARNING, logger="crossrank.serve")
+    # an unknown engine stops the command after the settings are read: nothing is loaded or bound
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--engine", "none"])
+    assert result.exit_code == 2 and "--engine must be" in result.output
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("bound to 0.0.0.0: answering only Host names ")
+    assert f"localhost, 127.0.0.1, [::1], {socket.gethostname()} and this machine's addresses" in warning
+    assert "DNS rebinding" in warning and "--allowed-host" in warning
+    caplog.clear()
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--allowed-host", "rerank.internal", "--engine", "none"])
+    assert result.exit_code == 2 and not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_docstring_examples_run() -> None:
     import doctest
 
     import crossrank.serve.config
+    import crossrank.serve.schemas
 
-    result = doctest.testmod(crossrank.serve.config)
-    assert result.attempted > 0 and result.failed == 0
+    for module in (crossrank.serve.config, crossrank.serve.schemas):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

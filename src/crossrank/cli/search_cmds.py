@@ -1,4 +1,4 @@
-"""``crossrank index build|add|delete|compact|info`` and ``crossrank search``."""
+"""``crossrank index build|add|delete|compact|info|verify`` and ``crossrank search``."""
 
 from __future__ import annotations
 
@@ -158,14 +158,47 @@ def index_compact(index: IndexOpt, progress: ProgressOpt = True) -> None:
 @_cli_errors
 def index_info(index: IndexOpt) -> None:
     """Print what the index holds: models, parameters, versions, counts, size on disk."""
-    from crossrank.retrieve.index import _read_manifest
-
-    manifest = _read_manifest(index)  # no model loading: info is instant
     from crossrank.retrieve.index import _du
+    from crossrank.retrieve.index_files import open_current, read_manifest
 
+    manifest = open_current(index, lambda gen: read_manifest(index, gen))  # no model loading: info is instant
     manifest["folder"] = str(index)
     manifest["bytes_on_disk"] = _du(index)
     sys.stdout.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+@index_app.command("verify")
+@_cli_errors
+def index_verify(
+    folder: Annotated[Path | None, typer.Argument(help="The index folder (or --index).", show_default=False)] = None,
+    index: Annotated[Path | None, typer.Option("--index", "-i", help="The index folder.")] = None,
+) -> None:
+    """Read every file of the index and check it; exit 1 when something is damaged."""
+    from crossrank.retrieve.index import Index
+
+    if (folder is None) == (index is None):
+        raise InputError("name the index folder once: crossrank index verify DIR (or --index DIR)")
+    target = folder or index
+    assert target is not None
+    report = Index.verify(target)
+    if report.ok:
+        typer.echo(
+            f"index {target} is sound: generation {report.generation}, {plural(report.documents, 'document')} "
+            f"in {plural(report.segments, 'segment')}, {plural(report.files, 'file')} checked"
+        )
+    else:
+        typer.echo(f"index {target} is damaged: {plural(len(report.problems), 'problem')}")
+        for problem in report.problems:
+            typer.echo(f"  {problem}")
+        typer.echo("rebuild it (crossrank index build --overwrite) or restore it from a backup")
+    if report.leftovers:
+        typer.echo(
+            f"{plural(len(report.leftovers), 'leftover')} of earlier writes (not damage; the next write removes them): "
+            + ", ".join(report.leftovers[:5])
+            + (", ..." if len(report.leftovers) > 5 else "")
+        )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -52,6 +52,22 @@ def serve(
         list[str] | None,
         typer.Option(help="Allow browser calls from this origin (repeatable); CORS is off without it."),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also answer requests whose Host header is this name (repeatable; '*.example.com' for "
+            "subdomains, '*' for any). Default: loopback names and the bound address (a DNS-rebinding guard)."
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection has to send a request's headers (else it is closed).")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a request has to send its whole body after its headers (else 408).")
+    ] = 30.0,
+    docs: Annotated[
+        bool, typer.Option("--docs/--no-docs", help="Serve the OpenAPI explorer at /docs (no CDN: assets served here).")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only (no per-request lines).")] = False,
     engine: Annotated[
         str, typer.Option(help="'local' (uvicorn, this process) or 'ray' (Ray Serve replicas; crossrank[ray]).")
@@ -77,6 +93,8 @@ def serve(
     """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
     # first: without the serve extra this is a one-line error naming the pip command, not a traceback
     from crossrank.serve import ApiKeys, ServeConfig, create_app
+    from crossrank.serve.config import bound_hosts, is_wildcard_bind
+    from crossrank.serve.server import uvicorn_config
 
     uvicorn = require("uvicorn", feature="crossrank serve")
 
@@ -100,8 +118,19 @@ def serve(
         timeout_s=timeout,
         auto_truncate=auto_truncate,
         cors_origins=tuple(cors_origin or ()),
+        allowed_hosts=(*(allowed_host or ()), *bound_hosts(host)),
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        docs=docs,
     )
     logging.getLogger("crossrank.serve").setLevel(logging.WARNING if quiet else logging.INFO)
+    if is_wildcard_bind(host) and not allowed_host:
+        log.warning(
+            "bound to %s: answering only Host names %s and this machine's addresses (a guard against "
+            "DNS rebinding); name the others clients use with --allowed-host",
+            host or "every address",
+            ", ".join(("localhost", "127.0.0.1", "[::1]", *config.allowed_hosts)),
+        )
     if engine not in ("local", "ray"):
         raise InputError(f"--engine must be local or ray (got {engine!r})")
     if engine == "ray":
@@ -134,17 +163,4 @@ def serve(
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s with no API keys: anyone who can reach it can use it", host)
     log.info("crossrank serving %s on http://%s:%d%s", reranker.name, host, port, " (API keys on)" if keys else "")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            web_app,
-            host=host,
-            port=port,
-            log_config=None,  # logs go through the CLI's logging: no request lines from uvicorn
-            access_log=False,
-            ws="none",  # no WebSocket routes: do not load a WebSocket stack
-            server_header=False,
-            # on SIGTERM, in-flight requests finish (each within its timeout) before the process exits
-            timeout_graceful_shutdown=int(timeout) + 5,
-        )
-    )
-    server.run()
+    uvicorn.Server(uvicorn_config(web_app, host=host, port=port)).run()

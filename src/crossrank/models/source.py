@@ -252,7 +252,7 @@ def _tokenizer_file(folder: Path) -> Path:
             f"model folder {folder} has only a slow tokenizer ({slow[0]}); converting it needs transformers: "
             'pip install "crossrank[torch]", or save a tokenizer.json beside the model'
         ) from err
-    tok = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
+    tok = AutoTokenizer.from_pretrained(folder)
     if not getattr(tok, "is_fast", False):
         raise ModelError(f"model folder {folder}: the tokenizer has no fast (tokenizers) version")
     tok.backend_tokenizer.save(str(fast))

@@ -13,6 +13,12 @@ Segments are never modified after they are written: adding documents writes a ne
 deleting flips bits in the generation's ``live.npy``, and BM25 is rebuilt over the live documents
 (its statistics are global). :meth:`Index.compact` copies the live rows of all segments into one new
 segment and drops the old ones.
+
+Opening a generation checks that its files agree with its manifest (array lengths, file sizes,
+segment rows, names); a damaged file raises :class:`IndexDamagedError`, one line naming it. A write
+checks the generation it builds on and the one it made the same way, before ``CURRENT`` moves, so
+the last good generation is never removed for a bad one. Readers take no lock: an open that loses
+its generation to a write starts again on the new one (see :mod:`crossrank.retrieve.index_files`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import sqlite3
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
@@ -37,29 +42,41 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from crossrank._text import plural
 from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.retrieve.bm25 import BM25Index, BM25Settings, BM25Tokenizer, build_bm25
 from crossrank.retrieve.corpus import CorpusReport, Doc, OnError, corpus_file, read_corpus
 from crossrank.retrieve.embed import BiEncoder
 from crossrank.retrieve.fusion import Candidates, fuse_interpolate, fuse_rrf
+from crossrank.retrieve.index_files import (
+    FORMAT,
+    IndexDamagedError,
+    IndexError_,
+    check_bm25_matrix,
+    check_live,
+    check_segment_files,
+    deep_check_segment,
+    duplicate_ids,
+    load_bm25_rows,
+    load_live,
+    open_current,
+    open_docs_store,
+    read_current,
+    read_manifest,
+    reading,
+    readonly_uri,
+)
 from crossrank.retrieve.vectors import VectorDtype, VectorReader, VectorWriter, build_hnsw
 
-__all__ = ["Index", "IndexError_", "Retriever", "WriteReport"]
+__all__ = ["Index", "IndexDamagedError", "IndexError_", "Retriever", "VerifyReport", "WriteReport"]
 
 log = logging.getLogger(__name__)
 
 Retriever = Literal["bm25", "dense", "hybrid"]
 _RETRIEVERS = ("bm25", "dense", "hybrid")
-FORMAT = 1
 #: with ``ann="auto"``, a segment gets an HNSW graph from this many vectors up
 HNSW_FROM = 50_000
 #: an ``add`` that would leave more segments than this merges them all in the same write
 MAX_SEGMENTS = 32
-
-
-class IndexError_(InputError):
-    """The index folder is missing, incomplete, damaged, busy, or built differently from what was asked."""
 
 
 @dataclass(slots=True)
@@ -95,6 +112,48 @@ class WriteReport:
         }
 
 
+@dataclass(slots=True)
+class VerifyReport:
+    """What :meth:`Index.verify` found.
+
+    Attributes:
+        folder: the index folder.
+        generation: the current generation, when ``CURRENT`` could be read.
+        documents: live documents, by the manifest.
+        segments: segments, by the manifest.
+        files: files read.
+        problems: one line per damaged file (the file, relative to ``folder``, and what is wrong).
+        leftovers: what killed writes and replaced generations left, which the next write removes
+            (not damage).
+    """
+
+    folder: str
+    generation: str | None = None
+    documents: int = 0
+    segments: int = 0
+    files: int = 0
+    problems: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Return whether no problem was found."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready values."""
+        return {
+            "folder": self.folder,
+            "ok": self.ok,
+            "generation": self.generation,
+            "documents": self.documents,
+            "segments": self.segments,
+            "files": self.files,
+            "problems": list(self.problems),
+            "leftovers": list(self.leftovers),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class _Segment:
     name: str
@@ -116,48 +175,56 @@ class Index:
     """
 
     def __init__(self, folder: Path, manifest: dict[str, Any], encoder: BiEncoder | None, threads: int) -> None:
+        """Open the generation ``manifest`` describes (as :func:`read_manifest` returns it), checking its files.
+
+        Raises:
+            IndexDamagedError: a file is missing, unreadable, or disagrees with the manifest.
+        """
         self.folder = folder
         self.manifest = manifest
-        self.generation = str(manifest["generation"])
-        gen = folder / self.generation
+        self.generation = gen_name = str(manifest["generation"])
+        counts = manifest["counts"]
         self.segments = [_Segment(**s) for s in manifest["segments"]]
-        self.live: npt.NDArray[np.bool_] = np.load(gen / "live.npy")
         self.has_bm25 = bool(manifest["bm25"])
         self.has_dense = bool(manifest["dense"])
         self.threads = threads
-        self.bm25_settings = BM25Settings.from_dict(manifest["bm25"]) if self.has_bm25 else None
+        self.encoder = encoder
         self._bm25: BM25Index | None = None
         self._bm25_rows: npt.NDArray[np.int64] | None = None
-        if self.has_bm25:
-            assert self.bm25_settings is not None
-            tokenizer = BM25Tokenizer(self.bm25_settings, gen / "vocab.json")
-            self._bm25 = BM25Index(gen / "bm25", tokenizer, threads=threads)
-            self._bm25_rows = np.load(gen / "bm25_rows.npy")
-        self.encoder = encoder
         self._vectors: list[VectorReader] = []
-        if self.has_dense:
-            dense = manifest["dense"]
-            for seg in self.segments:
-                self._vectors.append(
-                    VectorReader(
-                        folder / "segments" / seg.name,
-                        seg.count,
-                        int(dense["fingerprint"]["dim"]),
-                        dense["dtype"],
-                        hnsw=seg.hnsw,
-                        expansion_search=int(dense["hnsw"]["expansion_search"]),
-                    )
-                )
-        self._db: list[sqlite3.Connection] = [
-            sqlite3.connect(
-                _readonly_uri(folder / "segments" / s.name / "docs.sqlite"),
-                uri=True,
-                check_same_thread=False,
-            )
-            for s in self.segments
-        ]
-        self._starts = np.array([s.start for s in self.segments], dtype=np.int64)
+        self._db: list[sqlite3.Connection] = []
         self._db_lock = threading.Lock()  # one SQLite connection per segment, shared by threads
+        self.bm25_settings = _bm25_settings(folder, manifest)
+        self.live: npt.NDArray[np.bool_] = load_live(folder, gen_name, counts["slots"], counts["documents"])
+        try:
+            for seg in self.segments:
+                check_segment_files(folder, seg, manifest)
+            if self.bm25_settings is not None:
+                self._bm25, self._bm25_rows = _open_bm25(folder, manifest, self.bm25_settings, self.live, threads)
+            if self.has_dense:
+                dense = manifest["dense"]
+                for seg in self.segments:
+                    file = f"segments/{seg.name}/" + ("hnsw.usearch" if seg.hnsw else "vectors.bin")
+                    with reading(folder, file):
+                        reader = VectorReader(
+                            folder / "segments" / seg.name,
+                            seg.count,
+                            int(dense["fingerprint"]["dim"]),
+                            dense["dtype"],
+                            hnsw=seg.hnsw,
+                            expansion_search=int(dense["hnsw"]["expansion_search"]),
+                        )
+                    if reader.hnsw is not None and len(reader.hnsw) != seg.count:
+                        raise IndexDamagedError(
+                            folder, file, f"holds {len(reader.hnsw)} vectors; the segment has {seg.count}"
+                        )
+                    self._vectors.append(reader)
+            for seg in self.segments:
+                self._db.append(open_docs_store(folder, seg))
+        except BaseException:
+            self.close()
+            raise
+        self._starts = np.array([s.start for s in self.segments], dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.manifest["counts"]["documents"])
@@ -296,9 +363,10 @@ class Index:
                 raise InputError(f"corpus {corpus!s:.200} has no documents to index ({report.corpus.to_dict()})")
             report.added = seg.count
             live = np.ones(seg.count, dtype=np.bool_)
-            _commit(path, manifest, [seg], live, tokenizer, progress=progress)
+            index = _commit(path, manifest, [seg], live, tokenizer, progress=progress, threads=threads)
+            index.encoder = encoder
             report.seconds = time.perf_counter() - started
-        return cls.open(path, dense_model=encoder, threads=threads)
+        return index
 
     @classmethod
     def open(
@@ -322,33 +390,74 @@ class Index:
         """
         path = Path(folder)
         threads = threads or _cores()
-        manifest = _read_manifest(path)
-        encoder = None
-        dense = manifest["dense"]
-        if dense is not None:
-            if dense_model is None:
-                try:
-                    encoder = _encoder(dense["source"], threads, backend=dense["backend"])
-                except (ModelError, InputError) as err:
-                    raise IndexError_(
-                        f"index {path} needs its dense model {dense['source']!r}, which cannot be loaded ({err}); "
-                        "pass dense_model= (--dense-model) pointing at the same model"
-                    ) from err
-            else:
-                encoder = _encoder(dense_model, threads)
-            theirs, ours = dense["fingerprint"], encoder.fingerprint()
-            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            if diff:
-                detail = ", ".join(f"{k}: index {theirs.get(k)!r} vs given {ours.get(k)!r}" for k in diff)
-                raise IndexError_(
-                    f"index {path} was built with dense model {theirs.get('model')!r}, and the model given now "
-                    f"differs ({detail}); its query vectors would not match the index. Open it without a "
-                    "dense model (it loads its own), or rebuild the index with the new model"
-                )
+        given = _encoder(dense_model, threads) if dense_model is not None else None
+        loaded: dict[tuple[str, str], BiEncoder] = {}
+
+        def load(generation: str) -> Index:
+            manifest = read_manifest(path, generation)
+            dense = manifest["dense"]
+            encoder = given
+            if dense is not None and encoder is None:
+                key = (dense["source"], dense["backend"])
+                if key not in loaded:  # once, even when a write makes the open start again
+                    try:
+                        loaded[key] = _encoder(dense["source"], threads, backend=dense["backend"])
+                    except (ModelError, InputError) as err:
+                        raise IndexError_(
+                            f"index {path} needs its dense model {dense['source']!r}, which cannot be loaded ({err}); "
+                            "pass dense_model= (--dense-model) pointing at the same model"
+                        ) from err
+                encoder = loaded[key]
+            if dense is not None and encoder is not None:
+                _check_fingerprint(path, dense["fingerprint"], encoder.fingerprint())
+            return cls(path, manifest, encoder if dense is not None else None, threads)
+
+        return open_current(path, load)
+
+    @classmethod
+    def verify(cls, folder: str | os.PathLike[str]) -> VerifyReport:
+        """Return what reading every file of the current generation found: each damaged file, and leftovers.
+
+        On top of what an open checks (names, counts, array lengths, file sizes, row ranges), this
+        runs SQLite's integrity check on every ``docs.sqlite``, reads every term id and vector, and
+        checks that no document id is live twice. No model is loaded.
+
+        Raises:
+            IndexError_: ``folder`` holds no index (a damaged one gets a report, not an error).
+        """
+        path = Path(folder)
+        report = VerifyReport(folder=str(path))
         try:
-            return cls(path, manifest, encoder, threads)
-        except (OSError, ValueError, sqlite3.Error) as err:
-            raise IndexError_(f"index {path} is damaged ({type(err).__name__}: {err}); rebuild it") from err
+            name = read_current(path)
+        except IndexDamagedError as err:
+            report.problems.append(err.detail)
+            return report
+        report.generation = name
+        try:
+            manifest = read_manifest(path, name)
+        except IndexDamagedError as err:
+            report.problems.append(err.detail)
+            return report
+        segments = [_Segment(**s) for s in manifest["segments"]]
+        report.documents, report.segments = int(manifest["counts"]["documents"]), len(segments)
+        report.files = sum(1 for p in (path / name).rglob("*") if p.is_file()) + sum(
+            1 for s in segments if (path / "segments" / s.name).is_dir() for p in (path / "segments" / s.name).iterdir()
+        )
+        index: Index | None = None
+        try:
+            index = cls(path, manifest, None, 1)
+        except IndexDamagedError as err:
+            report.problems.append(err.detail)
+        vocab = index._bm25.tokenizer.vocab_size if index is not None and index._bm25 is not None else None
+        for seg in segments:
+            report.problems += [p.detail for p in deep_check_segment(path, seg, manifest, vocab)]
+        if index is not None:
+            dup = duplicate_ids(path, segments, index.live)
+            if dup is not None:
+                report.problems.append(dup.detail)
+            index.close()
+        report.leftovers = sorted(_leftovers(path, name, {s.name for s in segments}))
+        return report
 
     # ------------------------------------------------------------------ updates
 
@@ -382,9 +491,8 @@ class Index:
         report = WriteReport()
         started = time.perf_counter()
         with _WriteLock(self.folder):
-            self._check_current()
+            tokenizer = self._check_current()
             manifest = json.loads(json.dumps(self.manifest))
-            tokenizer = self._write_tokenizer()
             live = self.live.copy()
             replaced_slots: list[int] = []
 
@@ -436,8 +544,9 @@ class Index:
                 merged = _copy_live_rows(self.folder, segments, live, manifest, progress=progress, threads=self.threads)
                 report.purged = int((~live).sum())
                 segments, live = [merged], np.ones(merged.count, np.bool_)
-            _commit(self.folder, manifest, segments, live, tokenizer, progress=progress)
-        self._reload()
+            self._adopt(
+                _commit(self.folder, manifest, segments, live, tokenizer, progress=progress, threads=self.threads)
+            )
         report.seconds = time.perf_counter() - started
         return report
 
@@ -462,7 +571,7 @@ class Index:
         started = time.perf_counter()
         wanted = list(dict.fromkeys(str(i) for i in ids))
         with _WriteLock(self.folder):
-            self._check_current()
+            tokenizer = self._check_current()
             found = self._slots_of(wanted)
             absent = [i for i in wanted if i not in found]
             if absent and missing == "error":
@@ -477,10 +586,11 @@ class Index:
             if not live.any():
                 raise InputError("deleting these ids would leave the index empty; build a new index instead")
             manifest = json.loads(json.dumps(self.manifest))
-            tokenizer = self._write_tokenizer()
-            _commit(self.folder, manifest, list(self.segments), live, tokenizer, progress=False)
+            fresh = _commit(
+                self.folder, manifest, list(self.segments), live, tokenizer, progress=False, threads=self.threads
+            )
+            self._adopt(fresh)
             report.deleted = len(found)
-        self._reload()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -505,38 +615,45 @@ class Index:
         report = WriteReport()
         started = time.perf_counter()
         with _WriteLock(self.folder):
-            self._check_current()
+            tokenizer = self._check_current()
             dead = int((~self.live).sum())
             if len(self.segments) <= 1 and dead == 0:  # nothing to merge; still clear what killed writes left
                 _collect_garbage(self.folder, self.generation, {s.name for s in self.segments})
                 report.seconds = time.perf_counter() - started
                 return report
             manifest = json.loads(json.dumps(self.manifest))
-            tokenizer = self._write_tokenizer()
             seg = _copy_live_rows(
                 self.folder, self.segments, self.live, manifest, progress=progress, threads=self.threads
             )
-            _commit(self.folder, manifest, [seg], np.ones(seg.count, np.bool_), tokenizer, progress=progress)
+            live = np.ones(seg.count, np.bool_)
+            self._adopt(_commit(self.folder, manifest, [seg], live, tokenizer, progress=progress, threads=self.threads))
             report.purged = dead
-        self._reload()
         report.seconds = time.perf_counter() - started
         return report
 
-    def _write_tokenizer(self) -> BM25Tokenizer | None:
-        """Return the BM25 analyser with this generation's vocabulary, for a write to extend."""
-        if self.bm25_settings is None:
-            return None
-        return BM25Tokenizer(self.bm25_settings, self.folder / self.generation / "vocab.json")
+    def _check_current(self) -> BM25Tokenizer | None:
+        """Refuse a write unless the generation on disk is the one opened and its own files are still sound.
 
-    def _check_current(self) -> None:
-        current = (self.folder / "CURRENT").read_text(encoding="utf-8").strip()
+        Returns:
+            the BM25 analyser with the generation's vocabulary, for the write to extend (``None``
+            without BM25). The segments' files are checked when the write checks its new generation.
+        """
+        current = read_current(self.folder)
         if current != self.generation:
             raise IndexError_(
                 f"index {self.folder} changed since it was opened (now {current}, opened {self.generation}); reopen it"
             )
+        # a write never builds on, or removes, a generation damaged since it was opened
+        manifest = read_manifest(self.folder, current)
+        settings = _bm25_settings(self.folder, manifest)
+        live = load_live(self.folder, current, manifest["counts"]["slots"], manifest["counts"]["documents"])
+        if settings is None:
+            return None
+        bm25, _rows = _open_bm25(self.folder, manifest, settings, live, threads=1)
+        return bm25.tokenizer
 
-    def _reload(self) -> None:
-        fresh = Index.open(self.folder, dense_model=self.encoder, threads=self.threads)
+    def _adopt(self, fresh: Index) -> None:
+        """Take over the files of ``fresh``, the generation a write of this object just committed."""
         self.close()
         for name in ("manifest", "generation", "segments", "live", "_bm25", "_bm25_rows", "_vectors", "_db", "_starts"):
             setattr(self, name, getattr(fresh, name))
@@ -550,7 +667,7 @@ class Index:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                with self._db_lock:
+                with self._db_lock, reading(self.folder, f"segments/{seg.name}/docs.sqlite"):
                     rows = db.execute(f"SELECT id, row FROM docs WHERE id IN ({marks})", chunk).fetchall()
                 for doc_id, row in rows:
                     slot = seg.start + int(row)
@@ -567,7 +684,8 @@ class Index:
             pos = np.flatnonzero(seg_of == si)
             rows = (slots_arr[pos] - self._starts[si]).tolist()
             marks = ",".join("?" * len(rows))
-            with self._db_lock:
+            file = f"segments/{self.segments[si].name}/docs.sqlite"
+            with self._db_lock, reading(self.folder, file):
                 found = {
                     int(r[0]): r[1:]
                     for r in self._db[si].execute(
@@ -575,10 +693,13 @@ class Index:
                     )
                 }
             for p, r in zip(pos.tolist(), rows, strict=True):
+                if r not in found:
+                    raise IndexDamagedError(self.folder, file, f"lacks row {r}, which the generation marks live")
                 doc_id, title, text, meta = found[r]
                 rec: dict[str, Any] = {"id": doc_id, "title": title, "text": text}
                 if meta:
-                    rec["metadata"] = json.loads(meta)
+                    with reading(self.folder, file):
+                        rec["metadata"] = json.loads(meta)
                 out[p] = rec
         return [r for r in out if r is not None]
 
@@ -875,7 +996,7 @@ def _copy_live_rows(
                 db.executemany(
                     "INSERT INTO keep VALUES (?, ?)", zip(rows.tolist(), range(count, count + rows.size), strict=True)
                 )
-                db.execute("ATTACH DATABASE ? AS src", (_readonly_uri(folder / "docs.sqlite"),))
+                db.execute("ATTACH DATABASE ? AS src", (readonly_uri(folder / "docs.sqlite"),))
                 db.execute(
                     "INSERT INTO docs SELECT keep.new, d.id, d.title, d.text, d.metadata "
                     "FROM src.docs AS d JOIN keep ON d.row = keep.old ORDER BY keep.new"
@@ -923,8 +1044,24 @@ def _commit(
     tokenizer: BM25Tokenizer | None,
     *,
     progress: bool,
-) -> None:
-    """Write a new generation for ``segments`` and ``live``, then make it current (atomically)."""
+    threads: int,
+) -> Index:
+    """Write a new generation for ``segments`` and ``live``, check it as an open does, then make it current.
+
+    ``CURRENT`` moves (atomically) only once the new generation has passed the checks; the old
+    generations are removed after that.
+
+    Returns:
+        the new generation, opened by the check (without a dense model: the caller sets it).
+
+    Raises:
+        IndexDamagedError: the new generation would be, or is, inconsistent; nothing changed.
+    """
+    n = _next_number(root, "gen-")
+    name = f"gen-{n:06d}"
+    check_live(root, f"{name}/live.npy", live, sum(s.count for s in segments))
+    if [s.start for s in segments] != [sum(s.count for s in segments[:i]) for i in range(len(segments))]:
+        raise IndexDamagedError(root, f"{name}/manifest.json", "would list segments that do not follow each other")
     tmp = root / f".tmp-gen-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
@@ -940,8 +1077,6 @@ def _commit(
                 if p is not None and task is not None:
                     p.update(task, completed=n_live)
             np.save(tmp / "bm25_rows.npy", np.flatnonzero(live).astype(np.int64))
-        n = _next_number(root, "gen-")
-        name = f"gen-{n:06d}"
         manifest["generation"] = name
         manifest["segments"] = [s.to_dict() for s in segments]
         manifest["updated"] = _now()
@@ -957,11 +1092,19 @@ def _commit(
         _fsync_tree(tmp)
         os.replace(tmp, root / name)
         _fsync_dir(root)
+        # the checks an open runs, on what was written: CURRENT never moves to a generation that fails them
+        checked = Index(root, read_manifest(root, name), None, threads)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(root / name, ignore_errors=True)
         raise
-    _atomic_write(root / "CURRENT", name + "\n")
+    try:
+        _atomic_write(root / "CURRENT", name + "\n")
+    except BaseException:
+        checked.close()
+        raise
     _collect_garbage(root, name, {s.name for s in segments})
+    return checked
 
 
 class _LiveTokenChunks:
@@ -994,14 +1137,56 @@ class _LiveTokenChunks:
 
 def _collect_garbage(root: Path, current: str, segments: set[str]) -> None:
     """Remove old generations, unreferenced segments and whatever a killed write left (folders or files)."""
+    for rel in list(_leftovers(root, current, segments)):
+        _remove(root / rel)
+
+
+def _bm25_settings(folder: Path, manifest: dict[str, Any]) -> BM25Settings | None:
+    with reading(folder, f"{manifest['generation']}/manifest.json"):
+        return BM25Settings.from_dict(manifest["bm25"]) if manifest["bm25"] is not None else None
+
+
+def _open_bm25(
+    folder: Path, manifest: dict[str, Any], settings: BM25Settings, live: npt.NDArray[np.bool_], threads: int
+) -> tuple[BM25Index, npt.NDArray[np.int64]]:
+    """Open a generation's BM25 index (vocabulary, matrix, rows), checked against the manifest and ``live``."""
+    gen = str(manifest["generation"])
+    counts = manifest["counts"]
+    with reading(folder, f"{gen}/vocab.json"):
+        tokenizer = BM25Tokenizer(settings, folder / gen / "vocab.json")
+        terms = tokenizer.vocab_size
+    if terms != counts["bm25_terms"]:
+        raise IndexDamagedError(
+            folder, f"{gen}/vocab.json", f"holds {terms} terms; the manifest counts {counts['bm25_terms']}"
+        )
+    with reading(folder, f"{gen}/bm25"):
+        bm25 = BM25Index(folder / gen / "bm25", tokenizer, threads=threads)
+    check_bm25_matrix(folder, gen, bm25.model.scores, counts["documents"], terms)
+    return bm25, load_bm25_rows(folder, gen, live)
+
+
+def _leftovers(root: Path, current: str, segments: set[str]) -> Iterator[str]:
+    """Yield what :func:`_collect_garbage` would remove, relative to ``root``."""
     for p in root.iterdir():
         if (p.name.startswith("gen-") and p.name != current) or p.name.startswith(".tmp-"):
-            _remove(p)
+            yield p.name
     seg_root = root / "segments"
     if seg_root.is_dir():
         for p in seg_root.iterdir():
             if p.name not in segments:
-                _remove(p)
+                yield f"segments/{p.name}"
+
+
+def _check_fingerprint(path: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Refuse a dense model whose vectors differ from the index's (another model, weights, pooling, prompts)."""
+    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: index {theirs.get(k)!r} vs given {ours.get(k)!r}" for k in diff)
+        raise IndexError_(
+            f"index {path} was built with dense model {theirs.get('model')!r}, and the model given now "
+            f"differs ({detail}); its query vectors would not match the index. Open it without a "
+            "dense model (it loads its own), or rebuild the index with the new model"
+        )
 
 
 def _remove(path: Path) -> None:
@@ -1010,45 +1195,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    current = path / "CURRENT"
-    if not path.is_dir():
-        raise IndexError_(f"no index at {path}: the folder does not exist; build one with `crossrank index build`")
-    if not current.is_file():
-        if any(p.name.startswith((".tmp-", "gen-", "segments")) for p in path.iterdir()):
-            raise IndexError_(
-                f"{path} holds no complete index: a build was interrupted before it finished. Build it again "
-                "(crossrank index build ... --overwrite)"
-            )
-        raise IndexError_(f"{path} is not a crossrank index (no CURRENT file); build one with `crossrank index build`")
-    name = current.read_text(encoding="utf-8").strip()
-    gen = path / name
-    try:
-        manifest: dict[str, Any] = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise IndexError_(f"index {path} is damaged: {gen}/manifest.json is unreadable ({err}); rebuild it") from err
-    if manifest.get("format") != FORMAT:
-        raise IndexError_(
-            f"index {path} has format {manifest.get('format')!r}; this crossrank reads format {FORMAT}; rebuild it"
-        )
-    needed = [gen / "live.npy"]
-    if manifest["bm25"]:
-        needed += [gen / "vocab.json", gen / "bm25_rows.npy", gen / "bm25"]
-    for seg in manifest["segments"]:
-        folder = path / "segments" / seg["name"]
-        needed.append(folder / "docs.sqlite")
-        if manifest["dense"]:
-            needed.append(folder / "vectors.bin")
-        if seg.get("hnsw"):
-            needed.append(folder / "hnsw.usearch")
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        raise IndexError_(
-            f"index {path} is damaged: {missing[0]} is missing ({plural(len(missing), 'file')}); rebuild it"
-        )
-    return manifest
 
 
 class _WriteLock:
@@ -1072,11 +1218,6 @@ class _WriteLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
-
-
-def _readonly_uri(db_file: Path) -> str:
-    """Return a SQLite URI that opens ``db_file`` read-only, whatever its path holds (``#``, ``?``, ``%``)."""
-    return f"file:{urllib.parse.quote(str(db_file.absolute()))}?mode=ro&immutable=1"
 
 
 def _atomic_write(path: Path, text: str) -> None:

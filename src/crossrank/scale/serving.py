@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from crossrank._deps import require
-from crossrank.errors import ConfigError, CrossrankError
+from crossrank.errors import ConfigError, CrossrankError, InputError
 from crossrank.serve.batcher import Batcher, PairsWork, SearchWork, _Job
 from crossrank.serve.config import ApiKeys, ServeConfig
 from crossrank.serve.metrics import Metrics
@@ -111,7 +111,9 @@ class RayServeBatcher(Batcher):
             try:
                 await asyncio.to_thread(self._execute, group)
             except Exception as err:  # every job gets an answer
-                log.error("batch of %d requests failed: %s", len(group), type(err).__name__)
+                # a request's own bad input is answered with 400 and logged with it, never as a failure
+                level = logging.DEBUG if isinstance(err, InputError | ConfigError) else logging.ERROR
+                log.log(level, "batch of %d requests failed: %s", len(group), type(err).__name__)
                 for job in group:
                     if not job.future.done():
                         job.future.set_exception(err)

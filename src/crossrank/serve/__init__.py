@@ -5,6 +5,7 @@ Needs the ``serve`` extra (FastAPI, uvicorn, prometheus_client): ``pip install "
 Example:
     >>> from crossrank.serve import ServeConfig, create_app  # doctest: +SKIP
     >>> app = create_app("default", config=ServeConfig(max_wait_ms=5))  # doctest: +SKIP
+    >>> uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=8080)).run()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,5 +18,6 @@ del _module
 
 from crossrank.serve.app import create_app  # noqa: E402
 from crossrank.serve.config import ApiKeys, ServeConfig  # noqa: E402
+from crossrank.serve.server import uvicorn_config  # noqa: E402
 
-__all__ = ["ApiKeys", "ServeConfig", "create_app"]
+__all__ = ["ApiKeys", "ServeConfig", "create_app", "uvicorn_config"]

@@ -42,7 +42,7 @@ from crossrank.serve.errors import (
     validation_message,
 )
 from crossrank.serve.metrics import CONTENT_TYPE, Metrics
-from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, ObserveMiddleware
+from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, HostMiddleware, ObserveMiddleware
 from crossrank.serve.model import ServedModel
 from crossrank.serve.schemas import (
     CohereV1Response,
@@ -75,12 +75,22 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+# the explorer likewise; Swagger UI sets style attributes, so inline styles are allowed (scripts are not)
+_DOCS_HEADERS = {
+    **_PAGE_HEADERS,
+    "Content-Security-Policy": _PAGE_HEADERS["Content-Security-Policy"].replace(
+        "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+    ),
+}
 
 _RERANK_ERRORS: Sequence[ErrorKind] = (
     "invalid",
+    "malformed",
     "empty",
     "too_large",
     "body_too_large",
+    "body_timeout",
+    "misdirected",
     "unauthorized",
     "overloaded",
     "timeout",
@@ -158,14 +168,22 @@ def create_app(
         summary="Cross-encoder reranking with Cohere, Jina and TEI compatible endpoints.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN; ours serves it from the package
         redoc_url=None,
     )
     app.state.crossrank = state
     _add_routes(app, state)
     _add_playground(app)
+    if config.docs:
+        _add_explorer(app)
     _add_error_handlers(app)
     routes = frozenset(getattr(r, "path", "") for r in app.routes)
-    app.add_middleware(GuardMiddleware, keys=api_keys, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,
+        keys=api_keys,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout_s=config.body_timeout_s,
+    )
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -176,6 +194,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             expose_headers=["Retry-After", "X-Crossrank-Truncated", "X-Crossrank-Activation"],
         )
+    app.add_middleware(HostMiddleware, allowed=config.allowed_hosts)
     app.add_middleware(ObserveMiddleware, metrics=metrics, routes=routes)
     return app
 
@@ -324,7 +343,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             except InputError as err:
                 raise ApiError("invalid", str(err)) from err
         work = SearchWork(body.query, body.k, body.depth, body.retriever, body.rerank)
-        outcome = await _await(state, work)
+        outcome = await _await(state, request, work)
         assert isinstance(outcome, SearchOutcome)
         result = outcome.result
         if result.reranked:
@@ -343,7 +362,13 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         headers = {"x-crossrank-truncated": str(num_truncated), "x-crossrank-activation": served.activation}
         return JSONResponse(content, headers=headers)
 
-    @app.get("/v1/models", response_model=ModelsResponse, tags=["service"], summary="The served model")
+    @app.get(
+        "/v1/models",
+        response_model=ModelsResponse,
+        responses=error_responses("crossrank", ["misdirected"]),
+        tags=["service"],
+        summary="The served model",
+    )
     async def models() -> dict[str, Any]:
         card = {"id": served.name, "object": "model", "created": 0, "owned_by": "crossrank", **served.describe()}
         search = served.describe_index()
@@ -377,7 +402,10 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     @app.get(
         "/metrics",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Prometheus metrics"}},
+        responses={
+            200: {"content": {CONTENT_TYPE.split(";")[0]: {}}, "description": "Prometheus metrics"},
+            **error_responses("crossrank", ["misdirected"]),
+        },
         tags=["service"],
         summary="Prometheus metrics",
     )
@@ -395,27 +423,79 @@ def _add_playground(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
+def _add_explorer(app: FastAPI) -> None:
+    """Serve the OpenAPI explorer at ``/docs``: Swagger UI from the installed ``fastapi-offline``, no CDN."""
+    try:
+        import fastapi_offline
+    except ImportError:  # installed without the serve extra's explorer: no /docs (the API is unchanged)
+        log.info("no OpenAPI explorer at /docs: pip install fastapi-offline (part of crossrank[serve])")
+        return
+    # only its copy of Swagger UI's files is used (its FastAPI factory would load them without a CSP)
+    assets = Path(fastapi_offline.__file__).with_name("static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def explorer() -> Response:
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html; charset=utf-8", headers=_DOCS_HEADERS)
+
+    @app.get("/docs/swagger-ui.css", include_in_schema=False)
+    async def explorer_css() -> Response:
+        return FileResponse(assets / "swagger-ui.css", media_type="text/css; charset=utf-8")
+
+    @app.get("/docs/swagger-ui-bundle.js", include_in_schema=False)
+    async def explorer_js() -> Response:
+        return FileResponse(assets / "swagger-ui-bundle.js", media_type="text/javascript; charset=utf-8")
+
+
 # ---------------------------------------------------------------------- handlers' helpers
 
 
-async def _await(state: _State, work: PairsWork | SearchWork) -> Any:
-    """Queue ``work`` and return its result, turning every failure into an :class:`ApiError`."""
+async def _await(state: _State, request: Request, work: PairsWork | SearchWork) -> Any:
+    """Queue ``work`` and return its result, turning every failure into an :class:`ApiError`.
+
+    When the request times out or its client leaves first, its future is cancelled, which frees
+    its place in the queue at once and keeps the rest of its work from running.
+    """
     future = state.batcher.submit(work)  # raises QueueFullError / ShuttingDownError: answered at once
+    result = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_client_gone(request))
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), timeout=state.config.timeout_s)
+        done, _ = await asyncio.wait(
+            (result, gone), timeout=state.config.timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        gone.cancel()
+        # nothing when answered; else the batcher frees its place now and drops the work
+        future.cancel()
+        result.cancel()
+    try:
+        if result not in done:
+            if gone in done:
+                raise _ClientGone
+            raise TimeoutError
+        return result.result()
     except TimeoutError:
         state.metrics.rejected.labels("timeout").inc()
         raise ApiError(
             "timeout",
             f"the request did not finish within {state.config.timeout_s:g} s; retry later or send fewer documents",
         ) from None
-    except ApiError:
+    except (ApiError, _ClientGone):
         raise
     except (InputError, ConfigError) as err:
         raise ApiError("invalid", str(err)) from err
     except Exception as err:
         log.error("scoring failed: %s", type(err).__name__)
         raise ApiError("internal", "scoring failed; see the server log") from err
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its answer (logged and counted as status 499)."""
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client has closed the connection (its body is already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that answers with empty body messages is polled, not spun on
 
 
 async def _score(
@@ -429,7 +509,7 @@ async def _score(
 ) -> PairsResult:
     served = state.served
     acts = tuple(dict.fromkeys((act, served.order_activation(act))))
-    result = await _await(state, PairsWork(queries, documents, acts, max_doc_tokens))
+    result = await _await(state, request, PairsWork(queries, documents, acts, max_doc_tokens))
     assert isinstance(result, PairsResult)
     t = result.timing
     served.record_speed(t.batch_pairs, t.inference_ms / 1000)
@@ -438,6 +518,7 @@ async def _score(
         "tokens": int(result.num_tokens.sum()),
         "truncated": int(result.truncated.sum()),
         "queue_ms": round(t.queue_ms, 1),
+        "tokenize_ms": round(t.tokenize_ms, 1),
         "inference_ms": round(t.inference_ms, 1),
         "batch": f"{t.batch_pairs}/{t.batch_requests}",
     }
@@ -496,6 +577,7 @@ async def _cohere(
             "max_length": served.max_length,
             "truncated": cut,
             "queue_ms": round(t.queue_ms, 3),
+            "tokenize_ms": round(t.tokenize_ms, 3),
             "inference_ms": round(t.inference_ms, 3),
             "batch_pairs": t.batch_pairs,
             "batch_requests": t.batch_requests,
@@ -529,9 +611,9 @@ def _rank(
 
 def _object_texts(documents: Sequence[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
     """Return the text ranked for each document: a string, or its ``rank_fields`` joined by spaces."""
-    fields = rank_fields or ["text"]
-    if not fields:
-        raise ApiError("invalid", "rank_fields is empty; name at least one field, e.g. ['text']")
+    fields = ["text"] if rank_fields is None else rank_fields
+    if not fields:  # the schema refuses it too; an empty list never means `text`
+        raise ApiError("invalid", "rank_fields is empty; name at least one field, e.g. ['text'], or leave it out")
     texts = []
     for i, doc in enumerate(documents):
         if isinstance(doc, str):
@@ -580,6 +662,7 @@ def _headers(act: Activation, result: PairsResult) -> dict[str, str]:
         "x-crossrank-truncated": str(int(result.truncated.sum())),
         "x-compute-tokens": str(int(result.num_tokens.sum())),
         "x-queue-time": str(round(t.queue_ms)),
+        "x-tokenization-time": str(round(t.tokenize_ms)),
         "x-inference-time": str(round(t.inference_ms)),
     }
 
@@ -596,7 +679,9 @@ _STATUS_KINDS: dict[int, ErrorKind] = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",
     413: "body_too_large",
+    421: "misdirected",
     422: "invalid",
     429: "overloaded",
     503: "unavailable",
@@ -620,6 +705,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return _error(dialect_of(request.url.path), kind, message, dict(exc.headers or {}))
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it: the status is for the log and the metrics
+
+    app.add_exception_handler(_ClientGone, client_gone)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,18 +1,27 @@
-"""Settings of the HTTP service: limits, backpressure, batching, CORS; and API keys."""
+"""Settings of the HTTP service: limits, backpressure, batching, timeouts, CORS, allowed hosts; and API keys."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import math
 import os
 import re
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from crossrank.errors import ConfigError
 
-__all__ = ["ApiKeys", "ServeConfig"]
+__all__ = ["LOOPBACK_HOSTS", "ApiKeys", "ServeConfig", "bound_hosts", "is_wildcard_bind"]
+
+#: the Host names every server answers to, whatever it is bound to (with any port)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# a DNS name, or one with a leading `*.` for all its subdomains
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+_WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,15 @@ class ServeConfig:
         max_search_k: most results ``/v1/search`` returns per query.
         max_search_depth: most candidates ``/v1/search`` reranks per query.
         cors_origins: origins allowed to call from a browser; empty turns CORS off.
+        allowed_hosts: ``Host`` names answered besides the loopback names and the address a
+            connection arrived on (entries are names, ``*.example.com`` for its subdomains, IP
+            addresses, or ``*`` for any Host); any other Host gets 421, which keeps DNS-rebinding
+            pages in a browser away from the API.
+        header_timeout_s: a connection that has not sent a request's complete headers this many
+            seconds after it opened (or after its previous response) is closed.
+        body_timeout_s: a request whose body has not fully arrived this many seconds after its
+            headers gets 408 and its connection is closed.
+        docs: serve the OpenAPI explorer at ``/docs`` (from the locally installed Swagger UI).
     """
 
     max_documents: int = 1000
@@ -50,6 +68,10 @@ class ServeConfig:
     max_search_k: int = 100
     max_search_depth: int = 1000
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    docs: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_documents", "max_document_chars", "max_body_bytes", "queue_size", "max_batch_pairs"):
@@ -62,8 +84,10 @@ class ServeConfig:
                 raise ConfigError(f"{name} must be an int >= 1 (got {value!r})")
         if not 0 <= self.max_wait_ms <= 1000:
             raise ConfigError(f"max_wait_ms must be within [0, 1000] (got {self.max_wait_ms})")
-        if not self.timeout_s > 0:
-            raise ConfigError(f"timeout_s must be > 0 (got {self.timeout_s})")
+        for name in ("timeout_s", "header_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ConfigError(f"{name} must be a number of seconds > 0 (got {value!r})")
         if isinstance(self.cors_origins, str):
             raise ConfigError(f"cors_origins must be a tuple of origins (got the str {self.cors_origins!r})")
         for origin in self.cors_origins:
@@ -72,11 +96,16 @@ class ServeConfig:
                     f"cors origin must be '*' or scheme://host[:port] with no path (got {origin!r}), "
                     "e.g. https://app.example.com"
                 )
+        if isinstance(self.allowed_hosts, str):
+            raise ConfigError(f"allowed_hosts must be a tuple of host names (got the str {self.allowed_hosts!r})")
+        for host in self.allowed_hosts:
+            _check_allowed_host(host)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a plain dict (round-trips through :meth:`from_dict`)."""
         out = asdict(self)
         out["cors_origins"] = list(self.cors_origins)
+        out["allowed_hosts"] = list(self.allowed_hosts)
         return out
 
     @classmethod
@@ -90,9 +119,57 @@ class ServeConfig:
         if unknown:
             raise ConfigError(f"unknown serve settings {sorted(unknown)}; allowed: {sorted(cls.__dataclass_fields__)}")
         values = dict(data)
-        if "cors_origins" in values:
-            values["cors_origins"] = tuple(values["cors_origins"])
+        for name in ("cors_origins", "allowed_hosts"):
+            if name in values and not isinstance(values[name], str):
+                values[name] = tuple(values[name])
         return cls(**values)
+
+
+def _check_allowed_host(host: object) -> None:
+    """Raise :class:`ConfigError` unless ``host`` is ``*``, a name, ``*.domain`` or an IP address."""
+    if isinstance(host, str):
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if host == "*" or _HOST_NAME.fullmatch(host.lower().rstrip(".")):
+            return
+        try:
+            ipaddress.ip_address(bare)
+            return
+        except ValueError:
+            pass
+    raise ConfigError(
+        f"allowed host must be '*', a host name, '*.domain' or an IP address, without scheme, port or path "
+        f"(got {host!r}), e.g. rerank.example.com"
+    )
+
+
+def bound_hosts(host: str) -> tuple[str, ...]:
+    """Return the ``Host`` names to answer, besides the loopback ones, for a server bound to ``host``.
+
+    A name bound to is answered under that name. An IP address needs nothing: every connection
+    is answered under the address it arrived on. A wildcard bind (``0.0.0.0``, ``::``) adds this
+    machine's host name (no DNS lookup); clients that use other names need ``allowed_hosts``.
+
+    Example:
+        >>> bound_hosts("127.0.0.1"), bound_hosts("rerank.internal")
+        ((), ('rerank.internal',))
+    """
+    if host in _WILDCARD_BINDS:
+        name = socket.gethostname()
+        try:
+            _check_allowed_host(name)
+        except ConfigError:  # not a name a client could send (never seen in practice): nothing to add
+            return ()
+        return (name,)
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return ()
+    except ValueError:
+        return (host,)
+
+
+def is_wildcard_bind(host: str) -> bool:
+    """Return whether binding ``host`` listens on every address of the machine."""
+    return host in _WILDCARD_BINDS
 
 
 class ApiKeys:

@@ -29,12 +29,15 @@ __all__ = [
 Dialect = Literal["cohere_v1", "cohere_v2", "tei", "crossrank"]
 ErrorKind = Literal[
     "invalid",
+    "malformed",
     "empty",
     "too_large",
     "body_too_large",
     "unauthorized",
     "not_found",
     "method_not_allowed",
+    "body_timeout",
+    "misdirected",
     "overloaded",
     "timeout",
     "unavailable",
@@ -42,15 +45,19 @@ ErrorKind = Literal[
 ]
 
 # kind -> (status for Cohere, Jina and crossrank routes, status for TEI, TEI's error_type)
-# TEI's own mapping: empty -> 400, validation -> 413, tokenizer/JSON -> 422, overloaded -> 429.
+# TEI's own mapping: empty -> 400, validation -> 413, tokenizer/JSON -> 422, overloaded -> 429; a body
+# that is not JSON at all (NaN, a lone surrogate, a syntax error) is 400 there too (its JSON extractor's).
 _KINDS: dict[str, tuple[int, int, str]] = {
     "invalid": (400, 422, "validation"),
+    "malformed": (400, 400, "validation"),
     "empty": (400, 400, "empty"),
     "too_large": (400, 413, "validation"),
     "body_too_large": (413, 413, "validation"),
     "unauthorized": (401, 401, "unauthorized"),
     "not_found": (404, 404, "not_found"),
     "method_not_allowed": (405, 405, "validation"),
+    "body_timeout": (408, 408, "validation"),
+    "misdirected": (421, 421, "validation"),
     "overloaded": (429, 429, "overloaded"),
     "timeout": (504, 504, "timeout"),
     "unavailable": (503, 503, "unhealthy"),
@@ -173,7 +180,9 @@ _DESCRIPTIONS = {
     401: "Missing or wrong API key",
     404: "Not found",
     405: "Method not allowed",
+    408: "The request body did not arrive in time",
     413: "Request too large",
+    421: "The `Host` header names a host this server does not answer to",
     422: "Invalid request",
     429: "Queue full; retry after `Retry-After` seconds",
     500: "Internal error",

@@ -28,8 +28,15 @@ class Metrics:
         tokens: tokens the model read.
         truncated: pairs whose document was cut (to the model's ``max_length`` or to the
             request's ``max_tokens_per_doc``).
-        rejected: requests refused before scoring, by ``reason`` (``queue_full``, ``timeout``,
-            ``shutting_down``).
+        rejected: requests refused, by ``reason``: at admission ``queue_full`` (no free place),
+            ``over_capacity`` (it would not finish before its deadline behind the work ahead) and
+            ``shutting_down``; and ``timeout`` (answered 504).
+        admitted: requests accepted into the queue.
+        expired: accepted requests whose deadline passed before their scores were ready (answered
+            504); what was left of their work was not run.
+        dropped: accepted requests whose client left before the answer; what was left of their
+            work was not run.
+        dropped_pairs: pairs of expired and dropped requests that were never scored.
     """
 
     def __init__(self) -> None:
@@ -62,7 +69,17 @@ class Metrics:
         self.pairs = Counter("crossrank_pairs", "Pairs scored.", registry=r)
         self.tokens = Counter("crossrank_tokens", "Tokens read by the model.", registry=r)
         self.truncated = Counter("crossrank_truncated_pairs", "Pairs whose document was cut.", registry=r)
-        self.rejected = Counter("crossrank_rejected", "Requests refused before scoring.", ["reason"], registry=r)
+        self.rejected = Counter("crossrank_rejected", "Requests refused or timed out.", ["reason"], registry=r)
+        self.admitted = Counter("crossrank_admitted", "Requests accepted into the queue.", registry=r)
+        self.expired = Counter(
+            "crossrank_expired", "Accepted requests whose deadline passed before their answer.", registry=r
+        )
+        self.dropped = Counter(
+            "crossrank_dropped", "Accepted requests whose client left before the answer.", registry=r
+        )
+        self.dropped_pairs = Counter(
+            "crossrank_dropped_pairs", "Pairs of expired or dropped requests never scored.", registry=r
+        )
 
     def render(self) -> bytes:
         """Return the metrics in Prometheus' text format."""

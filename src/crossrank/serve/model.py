@@ -8,6 +8,7 @@ the server that reaches into the cross-encoder's internals.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -15,13 +16,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from crossrank.errors import ConfigError
 from crossrank.ranking import ScoredPairs
 from crossrank.rerank.config import Activation
 from crossrank.rerank.cross_encoder import CrossEncoder
+from crossrank.retrieve.index_files import IndexDamagedError, IndexError_
 from crossrank.retrieve.pipeline import Pipeline, SearchResult
+from crossrank.serve.errors import ApiError
+from crossrank.serve.follow import FollowedPipeline
 
 __all__ = ["ServedModel"]
+
+log = logging.getLogger(__name__)
 
 _PROBABILITIES = ("sigmoid", "softmax", "calibrated")
 
@@ -74,6 +83,10 @@ _SPEED_PASSAGES = (
 )
 #: requests whose model calls make the speed measured on served traffic
 _SERVED_WINDOW = 64
+#: characters per token in English text under a WordPiece or BPE vocabulary, roughly
+_CHARS_PER_TOKEN = 4.0
+#: tokens a pair's template adds (CLS and two SEP for BERT-style models)
+_TEMPLATE_TOKENS = 3.0
 
 
 class ServedModel:
@@ -81,17 +94,19 @@ class ServedModel:
 
     Args:
         reranker: the cross-encoder; it is used from one thread at a time (the batcher's).
-        pipeline: a pipeline whose reranker is ``reranker``, for ``/v1/search``; or ``None``.
+        pipeline: a pipeline whose reranker is ``reranker``, for ``/v1/search``; or ``None``. Its
+            index follows the writes to its folder (see :mod:`crossrank.serve.follow`).
     """
 
     def __init__(self, reranker: CrossEncoder, pipeline: Pipeline | None = None) -> None:
         if pipeline is not None and pipeline.reranker is not reranker:
             raise ConfigError("the pipeline must rerank with the served cross-encoder (Pipeline(index, reranker=ce))")
         self.reranker = reranker
-        self.pipeline = pipeline
+        self._followed = FollowedPipeline(pipeline) if pipeline is not None else None
         self.files = model_files(reranker)
         self.size_bytes = sum(f.stat().st_size for f in self.files)
         self.pairs_per_s: float | None = None  # measured by warm_up
+        self.work_per_s: float | None = None  # the same, in the units of pair_costs
         self._served: deque[tuple[int, float]] = deque(maxlen=_SERVED_WINDOW)
         self._served_lock = threading.Lock()
 
@@ -112,6 +127,7 @@ class ServedModel:
         self.reranker._compute_logits(queries, documents)
         seconds = time.perf_counter() - started
         self.pairs_per_s = len(queries) / seconds if seconds > 0 else None
+        self.work_per_s = float(self.pair_costs(queries, documents).sum()) / seconds if seconds > 0 else None
 
     def record_speed(self, pairs: int, seconds: float) -> None:
         """Remember the model call of one served request: ``pairs`` scored in ``seconds``.
@@ -130,6 +146,11 @@ class ServedModel:
             pairs = sum(p for p, _ in self._served)
             seconds = sum(s for _, s in self._served)
         return pairs / seconds if seconds > 0 else None
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        """Return the search pipeline, on the generation of the index the last search used; ``None`` without one."""
+        return self._followed.current if self._followed is not None else None
 
     @property
     def name(self) -> str:
@@ -159,7 +180,8 @@ class ServedModel:
             "scores": "probability" if self.is_probability(self.activation) else "logit",
             "labels": list(self.labels),
             "backend": self.reranker.backend_name,
-            "index": str(self.pipeline.index.folder) if self.pipeline is not None else None,
+            # the folder's name only: where the server's files lie is no client's business
+            "index": Path(self.pipeline.index.folder).name if self.pipeline is not None else None,
             "size_mb": round(self.size_bytes / 1e6, 1),
             "pairs_per_s": _round(self.pairs_per_s),
             "pairs_per_s_served": _round(self.served_pairs_per_s),
@@ -212,6 +234,26 @@ class ServedModel:
         windows = self.reranker.encoder.windows(document, budget=max_tokens, stride=max_tokens)
         return windows[0], len(windows) > 1
 
+    def pair_costs(
+        self, queries: Sequence[str], documents: Sequence[str], max_doc_tokens: int | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Return, per pair, an estimate of the tokens the model will read, from character counts alone.
+
+        About 4 characters a token, the template's special tokens, the document cut to
+        ``max_doc_tokens`` and the pair to ``max_length`` (with ``long_documents="window"`` a long
+        document is read in several windows, so it is not cut). The estimate only has to rank
+        requests by cost: the server measures its rate in the same units, so a constant error in
+        characters per token cancels out. It never tokenizes, so it is cheap on the event loop.
+        """
+        q = np.array(list(map(len, queries)), dtype=np.float64)
+        doc_tokens = np.array(list(map(len, documents)), dtype=np.float64) / _CHARS_PER_TOKEN
+        if max_doc_tokens is not None:
+            doc_tokens = np.minimum(doc_tokens, max_doc_tokens)
+        tokens = q / _CHARS_PER_TOKEN + doc_tokens + _TEMPLATE_TOKENS
+        if self.reranker.config.long_documents != "window":
+            tokens = np.minimum(tokens, self.max_length)
+        return tokens
+
     def score(self, queries: list[str], documents: list[str], activations: Sequence[Activation]) -> list[ScoredPairs]:
         """Return the pairs' scores under each activation, from one model call.
 
@@ -222,9 +264,28 @@ class ServedModel:
         return self.reranker._score_as(queries, documents, tuple(activations))
 
     def search(self, queries: list[str], *, k: int, depth: int, retriever: Any, rerank: bool) -> list[SearchResult]:
-        """Return one search result per query from the pipeline, all queries in shared batches."""
-        assert self.pipeline is not None  # the route checks
-        return self.pipeline.search_many(queries, k=k, depth=depth, retriever=retriever, rerank=rerank)
+        """Return one search result per query from the pipeline, all queries in shared batches.
+
+        The search runs on the index's current generation: one a write committed since the last
+        search is opened first (see :mod:`crossrank.serve.follow`).
+
+        Raises:
+            ApiError: ``unavailable`` when the index is damaged or cannot be reopened after a write.
+        """
+        assert self._followed is not None  # the route checks
+        try:
+            with self._followed.use() as pipeline:
+                return pipeline.search_many(queries, k=k, depth=depth, retriever=retriever, rerank=rerank)
+        except IndexDamagedError as err:
+            log.error("%s", err)
+            raise ApiError(
+                "unavailable", f"the served index is damaged ({err.file}); the server's operator must rebuild it"
+            ) from err
+        except IndexError_ as err:
+            log.error("%s", err)
+            raise ApiError(
+                "unavailable", "the served index changed and could not be reopened; retry, or see the server log"
+            ) from err
 
 
 def model_files(reranker: CrossEncoder) -> list[Path]:

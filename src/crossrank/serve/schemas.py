@@ -7,6 +7,9 @@ on Cohere/Jina routes; ``meta.crossrank``) are optional and ignored by clients t
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -23,9 +26,80 @@ __all__ = [
     "SearchResponse",
     "TeiRank",
     "TeiRerankRequest",
+    "json_body_problem",
 ]
 
 _REQUEST = ConfigDict(strict=True, extra="ignore")
+
+# an escaped UTF-16 surrogate, paired or not (then the parsed strings are checked)
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: most digits of an integer in a request body (Python's own limit for int(str))
+MAX_INT_DIGITS = 4300
+
+
+class _NotJson(ValueError):
+    """A body that Python's parser would take but JSON does not allow, or no reply could hold."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJson(f"the body holds {name}, which is not JSON; send finite numbers")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJson(f"the number {text[:32]} is too large for a float; send finite numbers")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NotJson(f"an integer in the body has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def json_body_problem(body: bytes) -> str | None:
+    """Return what makes a request body unacceptable as JSON, in one line; ``None`` when it is fine.
+
+    Stricter than :func:`json.loads`, which takes ``NaN``, ``Infinity``, numbers that overflow to
+    infinity and lone UTF-16 surrogates (``"\\ud800"``): none is JSON (RFC 8259), and no
+    response could echo them, so each is refused here rather than failing later.
+
+    Example:
+        >>> json_body_problem(b'{"query": "cat"}') is None, json_body_problem(b'{"x": NaN}')
+        (True, 'the body holds NaN, which is not JSON; send finite numbers')
+    """
+    try:
+        text = body.decode(json.detect_encoding(body))
+    except (UnicodeDecodeError, LookupError):
+        return "the body is not UTF-8 text; send JSON encoded as UTF-8"
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except _NotJson as err:
+        return str(err)
+    except json.JSONDecodeError as err:
+        return f"the body is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+    except RecursionError:
+        return "the body nests arrays or objects too deeply"
+    if _ESCAPED_SURROGATE.search(text) and _has_lone_surrogate(value):
+        return "the body holds a lone UTF-16 surrogate escape (such as \\ud800), which is not text; send valid Unicode"
+    return None
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _integral(value: Any) -> Any:
@@ -57,7 +131,9 @@ class RerankRequest(BaseModel):
     documents: list[Document] = Field(description="Texts, or objects with a `text` field.")
     top_n: Int | None = Field(None, ge=1, description="Return the best `top_n`; all when left out.")
     rank_fields: list[str] | None = Field(
-        None, description="For object documents: the fields ranked, joined by spaces in this order (default `text`)."
+        None,
+        min_length=1,
+        description="For object documents: the fields ranked, joined by spaces in this order (left out: `text`).",
     )
     return_documents: bool = Field(False, description="Return each document with its result.")
     max_chunks_per_doc: Int | None = Field(None, ge=1, description="Accepted and ignored (Cohere v1).")
@@ -76,7 +152,7 @@ class RerankV2Request(BaseModel):
     max_tokens_per_doc: Int | None = Field(
         None, ge=1, description="Cut each document to this many tokens first (reported as truncation)."
     )
-    rank_fields: list[str] | None = Field(None, description="As in v1, for object documents.")
+    rank_fields: list[str] | None = Field(None, min_length=1, description="As in v1, for object documents.")
     return_documents: bool = Field(False, description="Return each document with its result.")
     priority: Int | None = Field(None, description="Accepted and ignored.")
     raw_scores: bool = Field(False, description="crossrank: return raw logits instead of probabilities.")
@@ -152,8 +228,11 @@ class CrossrankMeta(BaseModel):
     scores: Literal["probability", "logit"]
     max_length: int = Field(description="Most tokens of one pair; longer documents are cut.")
     truncated: list[int] = Field(description="Indices of the documents that were cut.")
-    queue_ms: float
-    inference_ms: float
+    queue_ms: float = Field(description="From arrival until the worker took the request up.")
+    tokenize_ms: float = Field(
+        description="Tokenizing before the model call: checking queries, cutting documents to `max_tokens_per_doc`."
+    )
+    inference_ms: float = Field(description="The model call this request shared (its tokenization included).")
     batch_pairs: int = Field(description="Pairs in the model call this request shared.")
     batch_requests: int = Field(description="Requests merged into that model call.")
 
@@ -271,7 +350,7 @@ class ModelCard(BaseModel):
     )
     labels: list[str]
     backend: str
-    index: str | None
+    index: str | None = Field(description="The served index's folder name (not its path); null without one.")
     size_mb: float | None = Field(
         None, description="Megabytes (10^6 bytes) on disk of the files loaded: graph, weights, tokenizer, config."
     )
