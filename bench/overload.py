@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -262,14 +263,27 @@ def run_system(
         if warm.status_code != 200:
             sys.exit(f"{name}: the warm-up request got {warm.status_code}")
         before = scrape(base)
-        load_before = os.getloadavg()[0]
-        records, wall = asyncio.run(
-            overload(port, bodies, args.clients, args.requests, args.max_retries, args.timeout, args.max_seconds)
-        )
+        loads: list[float] = []
+        stop = threading.Event()
+
+        def sample() -> None:  # the machine is shared: what else ran meanwhile shows in the load
+            while not stop.wait(0 if not loads else 10):
+                loads.append(round(os.getloadavg()[0], 2))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            records, wall = asyncio.run(
+                overload(port, bodies, args.clients, args.requests, args.max_retries, args.timeout, args.max_seconds)
+            )
+        finally:
+            stop.set()
+            sampler.join()
+        loads.append(round(os.getloadavg()[0], 2))
         after = scrape(base)
     finally:
         stop_server(proc)
-    return summarize(name, records, wall, before, after, load_before, args)
+    return summarize(name, records, wall, before, after, loads, args)
 
 
 def summarize(
@@ -278,7 +292,7 @@ def summarize(
     wall: float,
     before: dict[str, float],
     after: dict[str, float],
-    load_before: float,
+    loads: list[float],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     def delta(key: str) -> float:
@@ -328,8 +342,10 @@ def summarize(
         "requests": len(records),
         "attempts": len(attempts),
         "seconds": round(wall, 1),
-        "loadavg_1min_before": round(load_before, 2),
-        "loadavg_1min_after": round(os.getloadavg()[0], 2),
+        "loadavg_1min_before": loads[0],
+        "loadavg_1min_after": loads[-1],
+        "loadavg_1min_max": max(loads),
+        "loadavg_1min_every_10s": loads,
         "server_pairs_per_s": round(rate, 1),
         "capacity_requests_within_timeout": capacity,
         "first_attempt": _count(first),
@@ -392,9 +408,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         ("client and server counts agree", lambda r: "yes" if r["answers_match_server"] else "NO"),
         ("pairs scored / for 200s", lambda r: f"{r['pairs_scored']} / {r['pairs_for_answered_requests']}"),
         ("200s' pairs/s / measured pairs/s", lambda r: _fmt(r["goodput_share_of_rate"])),
+        ("wall seconds", lambda r: str(r["seconds"])),
         (
-            "wall seconds (load before, after)",
-            lambda r: f"{r['seconds']} ({r['loadavg_1min_before']}, {r['loadavg_1min_after']})",
+            "load: before / max / after",
+            lambda r: f"{r['loadavg_1min_before']} / {r['loadavg_1min_max']} / {r['loadavg_1min_after']}",
         ),
     ]
     width = max(len(label) for label, _ in lines)
