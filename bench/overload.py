@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -262,14 +263,29 @@ def run_system(
         if warm.status_code != 200:
             sys.exit(f"{name}: the warm-up request got {warm.status_code}")
         before = scrape(base)
-        load_before = os.getloadavg()[0]
-        records, wall = asyncio.run(
-            overload(port, bodies, args.clients, args.requests, args.max_retries, args.timeout, args.max_seconds)
-        )
+        loads: list[float] = []
+        stop = threading.Event()
+
+        def sample() -> None:  # the machine is shared: what else ran meanwhile shows in the load
+            while not stop.wait(0 if not loads else 10):
+                loads.append(round(os.getloadavg()[0], 2))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            records, wall = asyncio.run(
+                overload(port, bodies, args.clients, args.requests, args.max_retries, args.timeout, args.max_seconds)
+            )
+        finally:
+            stop.set()
+            sampler.join()
+        loads.append(round(os.getloadavg()[0], 2))
+        if proc.poll() is not None:
+            sys.exit(f"{name}: the server exited during the run (status {proc.returncode})")
         after = scrape(base)
     finally:
         stop_server(proc)
-    return summarize(name, records, wall, before, after, load_before, args)
+    return summarize(name, records, wall, before, after, loads, args)
 
 
 def summarize(
@@ -278,7 +294,7 @@ def summarize(
     wall: float,
     before: dict[str, float],
     after: dict[str, float],
-    load_before: float,
+    loads: list[float],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     def delta(key: str) -> float:
@@ -316,6 +332,11 @@ def summarize(
         client_answers[str(a["status"])] = client_answers.get(str(a["status"]), 0) + 1
     succeeded = sum(a["status"] == 200 for a in final)
     lat429 = sorted(a["latency_ms"] for a in refused)
+    # the first wave arrives at once: its refusals queue on the event loop behind each other's parsing
+    wave429 = sorted(a["latency_ms"] for a in wave if a["status"] == 429)
+    later429 = sorted(a["latency_ms"] for r in records for a in r["attempts"] if a["status"] == 429)
+    for x in wave429:
+        later429.remove(x)
 
     def pct(values: list[float], p: float) -> float | None:
         return values[min(len(values) - 1, round(p * (len(values) - 1)))] if values else None
@@ -328,8 +349,10 @@ def summarize(
         "requests": len(records),
         "attempts": len(attempts),
         "seconds": round(wall, 1),
-        "loadavg_1min_before": round(load_before, 2),
-        "loadavg_1min_after": round(os.getloadavg()[0], 2),
+        "loadavg_1min_before": loads[0],
+        "loadavg_1min_after": loads[-1],
+        "loadavg_1min_max": max(loads),
+        "loadavg_1min_every_10s": loads,
         "server_pairs_per_s": round(rate, 1),
         "capacity_requests_within_timeout": capacity,
         "first_attempt": _count(first),
@@ -342,6 +365,12 @@ def summarize(
         "refusals": len(refused),
         "refusal_ms": {"p50": pct(lat429, 0.5), "p99": pct(lat429, 0.99), "max": lat429[-1] if lat429 else None},
         "refusals_within_50ms": sum(x <= 50 for x in lat429),
+        "first_wave_refusal_ms": {"p50": pct(wave429, 0.5), "max": wave429[-1] if wave429 else None},
+        "later_refusal_ms": {
+            "p50": pct(later429, 0.5),
+            "p99": pct(later429, 0.99),
+            "max": later429[-1] if later429 else None,
+        },
         "retry_after_s": {
             "min": min((a["retry_after"] for a in refused if a["retry_after"] is not None), default=None),
             "max": max((a["retry_after"] for a in refused if a["retry_after"] is not None), default=None),
@@ -375,28 +404,40 @@ def _count(attempts: list[dict[str, Any]]) -> dict[str, int]:
 # ----------------------------------------------------------------------------- report
 
 
-def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def report(rows: list[dict[str, Any]], timeout: float, *, markdown: bool = False) -> None:
+    """Print the side-by-side table: plain text, or a markdown table for the docs."""
     lines = [
         ("server's measured pairs/s", lambda r: f"{r['server_pairs_per_s']:.1f}"),
-        (f"capacity within {args.timeout:g} s (requests)", lambda r: str(r["capacity_requests_within_timeout"])),
+        (f"capacity within {timeout:g} s (requests)", lambda r: str(r["capacity_requests_within_timeout"])),
         ("first wave: 200 / sent", lambda r: f"{r['first_wave']['ok']} / {r['first_wave']['requests']}"),
-        (f"200s within the first {args.timeout:g} s", lambda r: str(r["ok_within_timeout"])),
-        ("  / capacity", lambda r: _fmt(r["ok_within_timeout_share_of_capacity"])),
+        (
+            f"200s within the first {timeout:g} s (share of capacity)",
+            lambda r: f"{r['ok_within_timeout']} ({_fmt(r['ok_within_timeout_share_of_capacity'])})",
+        ),
         ("first attempts by status", lambda r: _statuses(r["first_attempt"])),
         ("requests that got 200 in the end", lambda r: f"{r['succeeded']} / {r['requests']}"),
         ("429s answered within 50 ms", lambda r: f"{r['refusals_within_50ms']} / {r['refusals']}"),
         ("429 latency p50 / p99 / max ms", lambda r: _ms(r["refusal_ms"])),
+        ("429 latency, first wave: p50 / max ms", lambda r: _ms(r.get("first_wave_refusal_ms"), ("p50", "max"))),
+        ("429 latency, later: p50 / p99 / max ms", lambda r: _ms(r.get("later_refusal_ms"))),
         ("Retry-After min / max s", lambda r: f"{r['retry_after_s']['min']} / {r['retry_after_s']['max']}"),
         ("honoured Retry-After, then 200", lambda r: f"{r['ok_after_honour']} / {r['honoured']}"),
         ("attempts with no answer", lambda r: str(r["unanswered"])),
         ("client and server counts agree", lambda r: "yes" if r["answers_match_server"] else "NO"),
         ("pairs scored / for 200s", lambda r: f"{r['pairs_scored']} / {r['pairs_for_answered_requests']}"),
         ("200s' pairs/s / measured pairs/s", lambda r: _fmt(r["goodput_share_of_rate"])),
+        ("wall seconds", lambda r: str(r["seconds"])),
         (
-            "wall seconds (load before, after)",
-            lambda r: f"{r['seconds']} ({r['loadavg_1min_before']}, {r['loadavg_1min_after']})",
+            "load: before / max / after",
+            lambda r: f"{r['loadavg_1min_before']} / {r['loadavg_1min_max']} / {r['loadavg_1min_after']}",
         ),
     ]
+    if markdown:
+        print("| | " + " | ".join(r["system"] for r in rows) + " |")
+        print("|---|" + "---|" * len(rows))
+        for label, cell in lines:
+            print(f"| {label.strip()} | " + " | ".join(cell(r) for r in rows) + " |")
+        return
     width = max(len(label) for label, _ in lines)
     print()
     print(" " * width + "  " + "  ".join(f"{r['system']:>24}" for r in rows))
@@ -408,8 +449,10 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _ms(d: dict[str, float | None]) -> str:
-    return " / ".join("-" if d[k] is None else f"{d[k]:.0f}" for k in ("p50", "p99", "max"))
+def _ms(d: dict[str, float | None] | None, keys: tuple[str, ...] = ("p50", "p99", "max")) -> str:
+    if not d:
+        return "-"
+    return " / ".join("-" if d.get(k) is None else f"{d[k]:.0f}" for k in keys)
 
 
 def _statuses(d: dict[str, int]) -> str:
@@ -427,7 +470,12 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=1200, help="time limit of one run")
     ap.add_argument("--compare-commit", default=None, help="also run the server as of this git commit")
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
+    ap.add_argument("--table", type=Path, default=None, help="only print the markdown table of a saved JSON")
     args = ap.parse_args()
+    if args.table:
+        saved = json.loads(args.table.read_text(encoding="utf-8"))
+        report(saved["results"], saved["setup"]["timeout_s"], markdown=True)
+        return
     bodies = load_bodies(args.data, args.depth, args.clients * args.requests + 1)
     info = machine()
     print(f"machine: {json.dumps(info)}", file=sys.stderr, flush=True)
@@ -440,7 +488,7 @@ def main() -> None:
     for name, src, cache in systems:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows.append(run_system(name, src, cache, bodies, args))
-    report(rows, args)
+    report(rows, args.timeout)
     if args.json:
         doc = {
             "command": "python bench/overload.py " + " ".join(sys.argv[1:]),
