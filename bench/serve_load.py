@@ -239,6 +239,10 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown modes {sorted(unknown)}; choose from {MODES}")
     levels = [int(c) for c in args.concurrency.split(",")]
+    sys.path.insert(0, str(ROOT / "bench"))
+    from rerank_speed import machine  # the machine facts every bench records
+
+    before = machine()
     requests = load_requests(args.data, args.depth)
     bodies = [json.dumps({"query": q, "documents": d}).encode() for q, d in requests]
     print(f"{len(requests)} queries x {args.depth} documents; {os.cpu_count()} CPUs; loopback only", flush=True)
@@ -289,7 +293,9 @@ def main() -> None:
             f"{best['pairs_per_s'] / library['rerank_per_request']:.2f}"
         )
     if args.json:
-        args.json.write_text(json.dumps({"library": library, "runs": results}, indent=2) + "\n", encoding="utf-8")
+        facts = {**before, "loadavg_1min_after": os.getloadavg()[0]}
+        out = {"command": "python " + " ".join(sys.argv), "machine": facts, "library": library, "runs": results}
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
