@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Hit", "Ranking", "ScoredPairs"]
+__all__ = ["Hit", "Ranking", "ScoredPairs", "rank_order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +73,35 @@ class ScoredPairs:
     def num_truncated(self) -> int:
         """Return how many pairs were truncated."""
         return int(self.truncated.sum())
+
+
+def rank_order(
+    keys: npt.ArrayLike, k: int | None = None, *, groups: npt.ArrayLike | None = None
+) -> npt.NDArray[np.intp]:
+    """Return the positions of the best ``k`` keys (all when ``None``), best first, ties in input order.
+
+    This is crossrank's one ranking rule: the library, the HTTP service and batch reranking all
+    order by it, so a document's rank never depends on which of them ranked it. With ``groups``
+    (one query id or code per key), each group is ranked on its own and keeps its best ``k``;
+    groups come in the order of their first key.
+
+    Example:
+        >>> rank_order([0.2, 0.9, 0.2, 0.5], k=3).tolist()
+        [1, 3, 0]
+        >>> rank_order([0.2, 0.9, 0.7, 0.5], k=1, groups=["b", "a", "b", "a"]).tolist()
+        [2, 1]
+    """
+    neg = -np.asarray(keys, dtype=np.float64)
+    if groups is None:
+        order: npt.NDArray[np.intp] = np.argsort(neg, kind="stable")
+        return order if k is None else order[:k]
+    _, first, code = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    n = neg.size
+    order = np.lexsort((np.arange(n), neg, first[code.reshape(-1)])).astype(np.intp)
+    if k is None:
+        return order
+    sorted_groups = code.reshape(-1)[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    top: npt.NDArray[np.intp] = order[rank < k]
+    return top

@@ -87,6 +87,7 @@ def calibrate(
     # calibration=None: "before" is the model's own sigmoid, not an earlier calibration
     ce = CrossEncoder(model, backend=backend, calibration=None, progress=True)  # type: ignore[arg-type]
     result = calibrate_encoder(ce, fit, method=method, heldout=held)  # type: ignore[arg-type]
+    assert ce.files is not None  # loaded from a name or path
     default = default_calibration_path(ce.files)
     target = result.calibration.save(output if output is not None else default)
 

@@ -11,6 +11,7 @@ import typer
 
 from crossrank._text import plural
 from crossrank.cli.app import _cli_errors, _print_jsonl, app
+from crossrank.documents import record_text
 from crossrank.errors import InputError
 
 index_app = typer.Typer(help="Build and update a retrieval index (BM25, dense, hybrid).", no_args_is_help=True)
@@ -310,7 +311,7 @@ def _search_table(result: Any) -> None:
     for h in result.hits:
         moved = h.first_stage_rank - h.rank
         doc = h.document
-        text = f"{doc.get('title', '')} {doc.get('text', '')}".strip()
+        text = record_text(doc)
         table.add_row(
             str(h.rank),
             h.doc_id,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossrank._text import plural
+from crossrank.documents import record_text
 from crossrank.errors import ConfigError, InputError
 from crossrank.evaluate.metrics import RunCheck, evaluate
 from crossrank.evaluate.significance import paired_comparison
@@ -361,8 +362,7 @@ def _doc_text(corpus: Mapping[str, Mapping[str, Any]], doc_id: str) -> str:
     rec = corpus.get(doc_id)
     if rec is None:
         return ""
-    title = rec.get("title") or ""
-    return f"{title}\n{rec.get('text') or ''}" if title else str(rec.get("text") or "")
+    return record_text(rec)
 
 
 def _rerank_then_rest(reranked: Sequence[str], first: Sequence[tuple[str, float]]) -> list[str]:

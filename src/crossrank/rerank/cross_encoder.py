@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from crossrank.documents import document_text
 from crossrank.errors import ConfigError, InputError
 from crossrank.models.registry import lookup
 from crossrank.models.source import ModelFiles, resolve
-from crossrank.ranking import Hit, Ranking, ScoredPairs
-from crossrank.rerank.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
+from crossrank.ranking import Hit, Ranking, ScoredPairs, rank_order
 from crossrank.rerank.cache import ScoreCache
 from crossrank.rerank.config import Activation, ScoringConfig
-from crossrank.rerank.encoding import PairEncoder
-from crossrank.rerank.engine import run_encoded
+from crossrank.rerank.scorer import Scorer, load_scorer
 
 if TYPE_CHECKING:
-    from crossrank.evaluate.calibrate import Calibration
+    from crossrank.rerank.calibration import Calibration
+    from crossrank.rerank.encoding import PairEncoder
 
 __all__ = ["CrossEncoder", "Document", "document_text"]
 
@@ -31,17 +31,14 @@ log = logging.getLogger(__name__)
 #: A document: a plain string, or a record ``{"id", "text", "title"?, "metadata"?}``.
 Document: TypeAlias = str | Mapping[str, Any]
 
-# Pairs are tokenized this many at a time, after a global sort by character length, so memory
-# stays bounded and each chunk's pairs have similar lengths.
-_CHUNK = 4096
-
 
 class CrossEncoder:
     """A cross-encoder that reads a query and a document together and scores their relevance.
 
     Args:
         model: a built-in name (``"default"``), a local Hugging Face or ONNX folder, an
-            ``.onnx`` file, or a Hugging Face hub id.
+            ``.onnx`` file, a Hugging Face hub id, or a :class:`~crossrank.rerank.scorer.Scorer`
+            (any model family; :class:`~crossrank.rerank.testing.FakeScorer` for tests).
         backend: ``"openvino"`` (OpenVINO; built-ins run a static int8 graph), ``"onnx"`` (ONNX
             Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``: the fastest engine for this
             CPU and these files (see :meth:`~crossrank.models.source.ModelFiles.choose_backend`);
@@ -50,12 +47,14 @@ class CrossEncoder:
         progress: show a progress bar on long inputs (off by default in library calls).
         calibration: maps the logit to a probability of relevance (``crossrank calibrate``).
             ``"auto"`` loads the model's saved calibration if there is one (see
-            :func:`~crossrank.evaluate.calibrate.default_calibration_path`); a path loads that
-            file; a :class:`~crossrank.evaluate.calibrate.Calibration` is used as is; ``None``
+            :func:`~crossrank.rerank.calibration.default_calibration_path`); a path loads that
+            file; a :class:`~crossrank.rerank.calibration.Calibration` is used as is; ``None``
             turns calibration off. With one, scores default to ``activation="calibrated"``;
             rankings stay those of the uncalibrated model. One-logit models only.
 
     Attributes:
+        scorer: the model family's :class:`~crossrank.rerank.scorer.Scorer` (raw scores, no cache).
+        files: the model's files, or ``None`` for a scorer passed in.
         calibration: the calibration in use, or ``None``.
         backend_name: the backend in use (``"onnx"``, ``"openvino"`` or ``"torch"``).
         backend_reason: why that backend, in a few words (the CPU's instruction set for ``"auto"``).
@@ -70,7 +69,7 @@ class CrossEncoder:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = "default",
+        model: str | os.PathLike[str] | Scorer = "default",
         *,
         backend: Literal["auto", "onnx", "torch", "openvino"] = "auto",
         config: ScoringConfig | None = None,
@@ -79,61 +78,81 @@ class CrossEncoder:
     ) -> None:
         if backend not in ("auto", "onnx", "torch", "openvino"):
             raise ConfigError(f"backend must be 'auto', 'onnx', 'torch' or 'openvino' (got {backend!r})")
-        self.files: ModelFiles = resolve(model)
-        if self.files.kind != "cross-encoder":
-            raise ConfigError(
-                f"{self.files.name!r} is a {self.files.kind} (a dense retrieval model), not a cross-encoder; "
-                "use it as the dense retriever of an index (crossrank.retrieve), or pick a cross-encoder "
-                "such as 'default'"
+        self.progress = progress
+        if isinstance(model, (str, os.PathLike)):
+            files = resolve(model)
+            if files.kind != "cross-encoder":
+                raise ConfigError(
+                    f"{files.name!r} is a {files.kind} (a dense retrieval model), not a cross-encoder; use it as "
+                    "the dense retriever of an index (crossrank.retrieve), or pick a cross-encoder such as 'default'"
+                )
+            settings = dict(files.settings.get("scoring", {}))
+            config = config or (ScoringConfig.from_dict(settings) if settings else ScoringConfig())
+            self.backend_name: str
+            self.backend_name, self.backend_reason = files.choose_backend(backend)
+            log.info("%s runs on %s: %s", files.name, self.backend_name, self.backend_reason)
+            self.files: ModelFiles | None = files
+            if backend == "auto":
+                self._upgrade_in_background()
+            self.scorer: Scorer = load_scorer(
+                files, backend=self.backend_name, config=config, progress=progress, reason=self.backend_reason
             )
-        settings = dict(self.files.settings.get("scoring", {}))
-        base = ScoringConfig.from_dict(settings) if settings else ScoringConfig()
-        config = config or base
-        self.backend_name, self.backend_reason = self.files.choose_backend(backend)
-        log.info("%s runs on %s: %s", self.files.name, self.backend_name, self.backend_reason)
-        if backend == "auto":
-            self._upgrade_in_background()
-        model_max = _model_max_length(self.files.config)
-        max_length = min(config.max_length or model_max, model_max)
-        self.config = replace(config, max_length=max_length)
-        self.encoder = PairEncoder(self.files.tokenizer_file, max_length=max_length)
-        self.backend: Backend = self._make_backend(config)
-        self.num_labels = self.backend.num_labels
-        cap = getattr(self.backend, "max_batch_size", None)
-        self._max_batch_size = min(self.config.max_batch_size, cap) if cap else self.config.max_batch_size
-        self.labels = _labels(self.files.config, self.num_labels)
+            self._name = files.name
+        elif isinstance(model, Scorer):
+            config = config or ScoringConfig()
+            self.files = None
+            self.scorer = model
+            self._name = str(getattr(model, "name", "") or type(model).__name__)
+            self.backend_name = str(getattr(model, "backend_name", "") or "custom")
+            self.backend_reason = str(getattr(model, "backend_reason", "") or "a scorer passed in")
+        else:
+            raise ConfigError(
+                f"model must be a name, a path or a Scorer (got {type(model).__name__}); e.g. CrossEncoder('default')"
+            )
+        max_length = getattr(self.scorer, "max_length", None)
+        self.config = replace(config, max_length=max_length) if max_length else config
+        self.encoder: PairEncoder | None = getattr(self.scorer, "encoder", None)
+        if self.config.long_documents == "window" and self.encoder is None:
+            raise ConfigError(
+                f"long_documents='window' needs a scorer with a tokenizer, and {self._name!r} has none; "
+                "use long_documents='truncate'"
+            )
+        self.backend = getattr(self.scorer, "backend", None)
+        self.labels: tuple[str, ...] = tuple(self.scorer.labels)
+        self.num_labels = len(self.labels)
         self.calibration_source: str | None = None
         self.calibration: Calibration | None = self._load_calibration(calibration)
-        plain = _default_activation(self.files, self.num_labels)
+        plain: Activation = getattr(self.scorer, "default_activation", None) or (
+            "sigmoid" if self.num_labels == 1 else "softmax"
+        )
         self.activation: Activation = config.activation or ("calibrated" if self.calibration is not None else plain)
         if self.activation == "calibrated" and self.calibration is None:
-            raise ConfigError(_NO_CALIBRATION.format(name=self.files.name))
+            raise ConfigError(_NO_CALIBRATION.format(name=self._name))
         # rerank orders by the uncalibrated score: calibration is monotone but isotonic maps tie,
         # so ordering by calibrated values could reorder tied documents
-        self._rank_activation: Activation = plain if self.activation == "calibrated" else self.activation
+        self._plain_activation: Activation = plain
         self._label_index = self._resolve_label(config.relevance_label)
-        self.progress = progress
-        builtin = lookup(self.files.builtin) if self.files.builtin else None
+        builtin = lookup(self.files.builtin) if self.files is not None and self.files.builtin else None
         self._english_only = builtin is not None and builtin.languages == ("en",)
         self._warned_language = False
         self.cache: ScoreCache | None = None
         if config.cache_size > 0 or config.cache_dir is not None:
             # the cache holds raw logits and activation/calibration is applied after, so the key
             # need not name the calibration
-            graph = getattr(self.backend, "model_file", self.files.folder)
-            key = f"{self.files.name}|{self.backend_name}|{graph}|{max_length}"
+            graph = getattr(self.backend, "model_file", self.files.folder if self.files is not None else "")
+            key = f"{self._name}|{self.backend_name}|{graph}|{self.config.max_length}"
             self.cache = ScoreCache(key, size=config.cache_size, folder=config.cache_dir)
 
     def __repr__(self) -> str:
         return (
-            f"CrossEncoder({self.files.name!r}, backend={self.backend_name!r}, "
+            f"CrossEncoder({self._name!r}, backend={self.backend_name!r}, "
             f"max_length={self.config.max_length}, activation={self.activation!r})"
         )
 
     @property
     def name(self) -> str:
-        """Return the name the model was loaded by."""
-        return self.files.name
+        """Return the name the model was loaded by (a scorer's ``name``, or its class name)."""
+        return self._name
 
     # ---------------------------------------------------------------- scoring
 
@@ -207,7 +226,7 @@ class CrossEncoder:
             raise InputError(f"got {len(query_ids)} query_ids for {len(queries)} queries")
         if k is not None and (not isinstance(k, int) or k < 1):
             raise InputError(f"k must be a positive int or None (got {k!r})")
-        self._label_index_or_raise()
+        self.relevance_column  # noqa: B018 - a multi-label model without a relevance label fails before scoring
         flat_q: list[str] = []
         flat_d: list[str] = []
         parsed = []
@@ -218,17 +237,16 @@ class CrossEncoder:
             parsed.append(recs)
             flat_q.extend([query] * len(recs))
             flat_d.extend(r[1] for r in recs)
-        acts = (self.activation, self._rank_activation)
-        scored = self._score_as(flat_q, flat_d, acts if acts[0] != acts[1] else acts[:1])
+        shown = self.activation
+        scored = self.score_pairs(flat_q, flat_d, activations=(shown, self.ranking_activation(shown)))
         result = scored[0]
-        scores = result.scores if result.scores.ndim == 1 else result.scores[:, self._label_index]
-        keys = scored[-1].scores if scored[-1].scores.ndim == 1 else scored[-1].scores[:, self._label_index]
+        scores, keys = self.relevance(result.scores), self.relevance(scored[-1].scores)
         rankings = []
         start = 0
         for qi, recs in enumerate(parsed):
             stop = start + len(recs)
             s = scores[start:stop]
-            order = np.argsort(-keys[start:stop], kind="stable")[:k]
+            order = rank_order(keys[start:stop], k)
             trunc = result.truncated[start:stop]
             hits = tuple(
                 Hit(
@@ -246,6 +264,64 @@ class CrossEncoder:
             start = stop
         return rankings
 
+    # ---------------------------------------------------------------- ranking, for servers and jobs
+
+    def score_pairs(
+        self, queries: Sequence[str], documents: Sequence[str], *, activations: Sequence[Activation] = ()
+    ) -> list[ScoredPairs]:
+        """Score pairs ``(queries[i], documents[i])`` once; return their scores under each activation.
+
+        With no ``activations``, the model's own (:attr:`activation`). The texts are not checked
+        here: callers pass what :meth:`score` or :meth:`rerank` would accept. This is the call a
+        server or batch job makes to report one score and rank by another from one model call;
+        see :meth:`ranking_activation` and :meth:`relevance`.
+
+        Raises:
+            ConfigError: an activation is unknown or needs a calibration that is not loaded.
+            InputError: a query leaves no room for a document.
+        """
+        acts = tuple(dict.fromkeys(activations)) or (self.activation,)
+        by_act = self._score_as(list(queries), list(documents), acts)
+        return [by_act[acts.index(a)] for a in activations] if activations else by_act
+
+    def ranking_activation(self, activation: Activation | None = None) -> Activation:
+        """Return the activation whose scores order results that report ``activation`` (default: the model's).
+
+        Calibrated scores are ordered by the model's own activation (an isotonic calibration maps
+        different logits to one probability, so ordering by it could reorder documents); every
+        other activation orders by itself. With :func:`~crossrank.ranking.rank_order`, this is the
+        one ranking rule of :meth:`rerank`, the HTTP service and batch reranking.
+        """
+        act = activation or self.activation
+        return self._plain_activation if act == "calibrated" else act
+
+    @property
+    def relevance_column(self) -> int | None:
+        """Return the score column that ranks documents; ``None`` for one-logit models.
+
+        Raises:
+            ConfigError: a multi-label model has no ``relevance_label`` to rank by.
+        """
+        if self.num_labels == 1:
+            return None
+        if self._label_index is None:
+            raise ConfigError(
+                f"this model has {self.num_labels} labels {list(self.labels)}; to rerank, choose the one to "
+                "order by: ScoringConfig(relevance_label=...)"
+            )
+        return self._label_index
+
+    def relevance(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Return the relevance column of ``scores`` (as :meth:`score_pairs` gives them), 1-D float32.
+
+        Raises:
+            ConfigError: a multi-label model has no ``relevance_label`` to rank by.
+        """
+        if scores.ndim == 1:
+            return scores
+        column = self.relevance_column
+        return np.ascontiguousarray(scores[:, 0 if column is None else column])
+
     # ---------------------------------------------------------------- internals
 
     def _upgrade_in_background(self) -> None:
@@ -253,7 +329,7 @@ class CrossEncoder:
         from crossrank.cpu import int8_dot_product
         from crossrank.models.source import has_openvino
 
-        builtin = lookup(self.files.builtin) if self.files.builtin else None
+        builtin = lookup(self.files.builtin) if self.files is not None and self.files.builtin else None
         if builtin is None or self.backend_name != "onnx" or not int8_dot_product() or not has_openvino():
             return
         pid = builtin.prepare_in_background()
@@ -267,27 +343,14 @@ class CrossEncoder:
                 builtin.name,
             )
 
-    def _make_backend(self, config: ScoringConfig) -> Backend:
-        files = self.files
-        builtin = lookup(files.builtin) if files.builtin else None
-        if self.backend_name == "openvino":
-            ov_graph = builtin.openvino_int8() / "model.xml" if builtin else (files.openvino_file or files.onnx_file)
-            assert ov_graph is not None  # pick_backend checked
-            return OpenVinoBackend(ov_graph, files.config, threads=config.threads, precision=config.precision)
-        if self.backend_name == "onnx":
-            ort_graph = builtin.optimized_onnx("int8") if builtin is not None else files.onnx_file
-            assert ort_graph is not None  # pick_backend checked
-            return OnnxBackend(ort_graph, files.config, threads=config.threads, instances=config.instances)
-        return TorchBackend(files.folder, files.config, threads=config.threads)
-
     def _load_calibration(self, calibration: str | os.PathLike[str] | Calibration | None) -> Calibration | None:
         if calibration is None:
             return None
-        from crossrank.evaluate.calibrate import Calibration, default_calibration_path, model_fingerprint
+        from crossrank.rerank.calibration import Calibration, default_calibration_path, model_fingerprint
 
         auto = isinstance(calibration, str) and calibration == "auto"
         if auto:
-            if self.num_labels != 1:
+            if self.num_labels != 1 or self.files is None:
                 return None  # calibrations are fitted for one-logit models only
             path = default_calibration_path(self.files)
             if not path.is_file():
@@ -305,10 +368,10 @@ class CrossEncoder:
             )
         if self.num_labels != 1:
             raise ConfigError(
-                f"calibration maps a one-logit relevance score to a probability, but {self.files.name!r} has "
+                f"calibration maps a one-logit relevance score to a probability, but {self._name!r} has "
                 f"{self.num_labels} labels {list(self.labels)}; pass calibration=None"
             )
-        if cal.fingerprint and cal.fingerprint != model_fingerprint(self.files):
+        if cal.fingerprint and self.files is not None and cal.fingerprint != model_fingerprint(self.files):
             if auto:
                 log.warning(
                     "ignoring calibration %s: it was fitted for other weights (%s, fingerprint %s); "
@@ -316,11 +379,11 @@ class CrossEncoder:
                     where,
                     cal.model or "unknown model",
                     cal.fingerprint,
-                    self.files.name,
+                    self._name,
                 )
                 return None
             log.warning("calibration %s was fitted for other weights (%s); using it anyway", where, cal.model)
-        log.info("using the %s calibration in %s for %s", cal.method, where, self.files.name)
+        log.info("using the %s calibration in %s for %s", cal.method, where, self._name)
         self.calibration_source = where
         return cal
 
@@ -328,7 +391,7 @@ class CrossEncoder:
         if act not in ("sigmoid", "softmax", "none", "calibrated"):
             raise ConfigError(f"activation must be 'sigmoid', 'softmax', 'none' or 'calibrated' (got {act!r})")
         if act == "calibrated" and self.calibration is None:
-            raise ConfigError(_NO_CALIBRATION.format(name=self.files.name))
+            raise ConfigError(_NO_CALIBRATION.format(name=self._name))
 
     def _activate(self, logits: npt.NDArray[np.float32], act: Activation) -> npt.NDArray[np.float32]:
         if act == "calibrated":
@@ -368,7 +431,7 @@ class CrossEncoder:
                 "the queries are mostly not in the Latin script, but %r was trained on English (MS MARCO) only, so "
                 "its scores mean little for them; use a multilingual cross-encoder such as "
                 "BAAI/bge-reranker-v2-m3 or cross-encoder/mmarco-mMiniLMv2-L12-H384-v1",
-                self.files.name,
+                self._name,
             )
 
     def _logits(
@@ -385,7 +448,7 @@ class CrossEncoder:
             new, trunc, tok = self._compute_logits([queries[i] for i in todo], [docs[i] for i in todo])
             logits[todo], truncated[todo], tokens[todo] = new, trunc, tok
             self.cache.put([keys[i] for i in todo], new)
-        if found.any():  # a cached pair's truncation flag and token count are recomputed cheaply
+        if found.any() and self.encoder is not None:  # a cached pair's truncation and tokens are recomputed cheaply
             hit = np.flatnonzero(found)
             enc = self.encoder.encode([queries[i] for i in hit], [docs[i] for i in hit])
             truncated[hit], tokens[hit] = enc.truncated, enc.lengths
@@ -394,35 +457,12 @@ class CrossEncoder:
     def _compute_logits(
         self, queries: list[str], docs: list[str]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
-        n = len(queries)
-        logits = np.empty((n, self.num_labels), dtype=np.float32)
-        truncated = np.zeros(n, dtype=np.bool_)
-        tokens = np.zeros(n, dtype=np.int32)
-        if n == 0:
-            return logits, truncated, tokens
-        chars = np.fromiter((len(q) + len(d) for q, d in zip(queries, docs, strict=True)), np.int64, count=n)
-        order = np.argsort(-chars, kind="stable")
-        tick = self._progress_bar(n)
-        try:
-            for start in range(0, n, _CHUNK):
-                idx = order[start : start + _CHUNK]
-                enc = self.encoder.encode([queries[i] for i in idx], [docs[i] for i in idx])
-                logits[idx] = run_encoded(
-                    self.backend,
-                    enc,
-                    token_budget=self.config.token_budget,
-                    max_batch_size=self._max_batch_size,
-                    on_batch=tick,
-                    pad_id=self.encoder.pad_id,
-                )
-                truncated[idx] = enc.truncated
-                tokens[idx] = enc.lengths
-        finally:
-            if tick is not None:
-                tick(-1)
-        return logits, truncated, tokens
+        scored = self.scorer.score(queries, docs)
+        logits = np.asarray(scored.scores, dtype=np.float32).reshape(len(queries), self.num_labels)
+        return logits, scored.truncated, scored.num_tokens
 
     def _score_windows(self, queries: list[str], docs: list[str], acts: tuple[Activation, ...]) -> list[ScoredPairs]:
+        assert self.encoder is not None  # the constructor refuses windows without one
         qlens = self.encoder.check_queries(queries)
         win_q: list[str] = []
         win_d: list[str] = []
@@ -452,30 +492,6 @@ class CrossEncoder:
             out.append(ScoredPairs(agg.astype(np.float32, copy=False), any_truncated, total_tokens))
         return out
 
-    def _progress_bar(self, total: int) -> Callable[[int], None] | None:
-        if not self.progress or total < 256:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(
-            TextColumn("scoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("pairs"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        task = bar.add_task("score", total=total)
-        bar.start()
-
-        def tick(n: int) -> None:
-            if n < 0:
-                bar.stop()
-            else:
-                bar.advance(task, n)
-
-        return tick
-
     def _resolve_label(self, label: str | int | None) -> int | None:
         if label is None:
             return 0 if self.num_labels == 1 else None
@@ -488,14 +504,6 @@ class CrossEncoder:
             raise ConfigError(f"relevance_label {label!r} is not a label of this model; labels: {list(self.labels)}")
         return lowered.index(str(label).lower())
 
-    def _label_index_or_raise(self) -> int:
-        if self._label_index is None:
-            raise ConfigError(
-                f"this model has {self.num_labels} labels {list(self.labels)}; to rerank, choose the one to "
-                "order by: ScoringConfig(relevance_label=...)"
-            )
-        return self._label_index
-
 
 # -------------------------------------------------------------------- helpers
 
@@ -504,36 +512,6 @@ _NO_CALIBRATION = (
     "`crossrank calibrate --model {name} --data DIR --run RUN`, or pass calibration=PATH, or use "
     "activation 'sigmoid'"
 )
-
-
-def document_text(title: str, text: str) -> str:
-    """Return the text a cross-encoder reads for a document: ``"title text"``, or ``text`` when untitled."""
-    return f"{title} {text}" if title.strip() else text
-
-
-def _model_max_length(config: Mapping[str, Any]) -> int:
-    positions = int(config.get("max_position_embeddings", 512) or 512)
-    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        positions -= 2  # positions start after the padding index
-    return positions
-
-
-def _labels(config: Mapping[str, Any], num_labels: int) -> tuple[str, ...]:
-    id2label = config.get("id2label") or {}
-    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels))
-
-
-def _default_activation(files: ModelFiles, num_labels: int) -> Activation:
-    saved = files.settings.get("activation")
-    if saved in ("sigmoid", "softmax", "none"):
-        return saved  # type: ignore[no-any-return]
-    st = files.config.get("sentence_transformers", {}) or {}
-    fn = str(st.get("activation_fn", files.config.get("sbert_ce_default_activation_function", "")))
-    if fn.endswith("Identity"):
-        return "none"
-    if fn.endswith("Sigmoid"):
-        return "sigmoid"
-    return "sigmoid" if num_labels == 1 else "softmax"
 
 
 def _activate(logits: npt.NDArray[np.float32], act: Activation) -> npt.NDArray[np.float32]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from crossrank.documents import document_text
 from crossrank.errors import InputError
 
 __all__ = ["CorpusReport", "Doc", "read_corpus"]
@@ -39,7 +40,7 @@ class Doc:
     @property
     def content(self) -> str:
         """Return what retrieval reads: the title and the text."""
-        return f"{self.title} {self.text}" if self.title.strip() else self.text
+        return document_text(self.title, self.text)
 
     def record(self) -> dict[str, Any]:
         """Return the document as a plain record."""

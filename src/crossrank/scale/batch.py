@@ -30,7 +30,7 @@ import numpy.typing as npt
 from crossrank._deps import require
 from crossrank._text import plural
 from crossrank.errors import CrossrankError, InputError
-from crossrank.ranking import Hit, Ranking
+from crossrank.ranking import Hit, Ranking, rank_order
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -128,8 +128,8 @@ def run_pairs(
             documents the files lack (unless ``skip_missing``).
     """
     pa_ = require("pyarrow", feature="batch reranking on Ray")
+    from crossrank.documents import document_text
     from crossrank.io import check_run_ids, read_beir_corpus, read_beir_queries, read_trec_run
-    from crossrank.rerank.cross_encoder import document_text
 
     if depth < 1:
         raise InputError(f"depth must be >= 1 (got {depth})")
@@ -279,8 +279,7 @@ class _Scorer:
             backend=backend,  # type: ignore[arg-type]
             config=ScoringConfig(max_length=max_length, threads=threads),
         )
-        self.acts = tuple(dict.fromkeys((self.ce.activation, self.ce._rank_activation)))
-        self.column = None if self.ce.num_labels == 1 else self.ce._label_index_or_raise()
+        self.ce.relevance_column  # noqa: B018 - a multi-label model without a relevance label fails at start
         self.ledger: Any = ray.get_actor(ledger)
         self.pid = os.getpid()
         self.ledger.started.remote(self.pid, int(self.ce.config.max_length or 0))
@@ -297,12 +296,11 @@ class _Scorer:
 
     def score(self, queries: list[str], texts: list[str]) -> dict[str, npt.NDArray[Any]]:
         """Return score (the model's activation), key (what ranks) and truncation of each pair."""
-        scored = self.ce._score_as(queries, texts, self.acts)
-        score, key = (self._relevance(s.scores) for s in (scored[0], scored[-1]))
+        ce = self.ce
+        shown, scored = ce.activation, None
+        scored = ce.score_pairs(queries, texts, activations=(shown, ce.ranking_activation(shown)))
+        score, key = ce.relevance(scored[0].scores), ce.relevance(scored[1].scores)
         return {"score": score, "key": key, "truncated": scored[0].truncated, "num_tokens": scored[0].num_tokens}
-
-    def _relevance(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return scores if self.column is None else np.ascontiguousarray(scores[:, self.column])
 
 
 # ---------------------------------------------------------------------- the job
@@ -445,8 +443,7 @@ def rerank_here(pairs: pa.Table, ce: CrossEncoder, *, k: int | None = None) -> B
     _check_pairs(pairs, "the pairs table")
     scorer = _Scorer.__new__(_Scorer)
     scorer.ce, scorer.ledger, scorer.pid = ce, None, os.getpid()
-    scorer.acts = tuple(dict.fromkeys((ce.activation, ce._rank_activation)))
-    scorer.column = None if ce.num_labels == 1 else ce._label_index_or_raise()
+    ce.relevance_column  # noqa: B018 - a multi-label model without a relevance label fails before scoring
     started = time.perf_counter()
     out = scorer.score(pairs.column("query").to_pylist(), pairs.column("text").to_pylist())
     seconds = time.perf_counter() - started
@@ -507,9 +504,7 @@ def _rank(
     group = codes.indices.to_numpy()
     n = len(group)
     # first appearance order of the queries; inside a query, best key first, then input order
-    first = np.full(len(codes.dictionary), n, dtype=np.int64)
-    np.minimum.at(first, group, np.arange(n))
-    order = np.lexsort((np.arange(n), -key.astype(np.float64), first[group]))
+    order = rank_order(key, groups=group)
     rank = np.empty(n, dtype=np.int32)
     sorted_groups = group[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]

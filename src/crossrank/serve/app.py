@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from crossrank.errors import ConfigError, InputError
+from crossrank.ranking import rank_order
 from crossrank.rerank.config import Activation
 from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.index import Index
@@ -605,7 +606,7 @@ def _rank(
     keys = result.scores[served.order_activation(act)]
     if column is not None:
         scores, keys = scores[:, column], keys[:, column]
-    order = np.argsort(-keys, kind="stable")[:top_n]
+    order = rank_order(keys, top_n)
     return scores.tolist(), order.tolist()
 
 

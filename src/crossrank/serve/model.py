@@ -124,7 +124,7 @@ class ServedModel:
         queries = [q for q in _SPEED_QUERIES for _ in _SPEED_PASSAGES]
         documents = list(_SPEED_PASSAGES) * len(_SPEED_QUERIES)
         started = time.perf_counter()
-        self.reranker._compute_logits(queries, documents)
+        self.reranker.scorer.score(queries, documents)
         seconds = time.perf_counter() - started
         self.pairs_per_s = len(queries) / seconds if seconds > 0 else None
         self.work_per_s = float(self.pair_costs(queries, documents).sum()) / seconds if seconds > 0 else None
@@ -213,24 +213,24 @@ class ServedModel:
         Calibrated scores are ordered by the uncalibrated ones (isotonic maps tie); any other
         activation orders by itself, so ties keep input order exactly as in the library.
         """
-        if activation == self.reranker.activation:
-            return self.reranker._rank_activation
-        return activation
+        return self.reranker.ranking_activation(activation)
 
     def relevance_column(self) -> int | None:
         """Return the output column that ranks documents; ``None`` for one-logit models."""
-        if self.reranker.num_labels == 1:
-            return None
-        return self.reranker._label_index_or_raise()
+        return self.reranker.relevance_column
 
     def check_query(self, query: str) -> None:
         """Raise :class:`~crossrank.errors.InputError` when ``query`` leaves no room for a document."""
-        self.reranker.encoder.check_queries([query])
+        if self.reranker.encoder is not None:
+            self.reranker.encoder.check_queries([query])
 
     def cut(self, document: str, max_tokens: int) -> tuple[str, bool]:
         """Return ``document`` cut to its first ``max_tokens`` tokens, and whether it was cut."""
         if len(document) <= max_tokens:  # every token covers at least one character
             return document, False
+        if self.reranker.encoder is None:  # a scorer without a tokenizer: cut at 4 characters a token
+            limit = int(max_tokens * _CHARS_PER_TOKEN)
+            return document[:limit], len(document) > limit
         windows = self.reranker.encoder.windows(document, budget=max_tokens, stride=max_tokens)
         return windows[0], len(windows) > 1
 
@@ -261,7 +261,7 @@ class ServedModel:
             InputError: a query is too long or a text is empty.
             ConfigError: an activation is not available for this model.
         """
-        return self.reranker._score_as(queries, documents, tuple(activations))
+        return self.reranker.score_pairs(queries, documents, activations=tuple(activations))
 
     def search(self, queries: list[str], *, k: int, depth: int, retriever: Any, rerank: bool) -> list[SearchResult]:
         """Return one search result per query from the pipeline, all queries in shared batches.
@@ -295,6 +295,8 @@ def model_files(reranker: CrossEncoder) -> list[Path]:
     (``model.onnx.data``, ``model.onnx_data``); torch models their safetensors or ``.bin`` weights.
     """
     files: list[Path] = []
+    if reranker.files is None:  # a scorer passed in: its files are its own business
+        return files
     graph = getattr(reranker.backend, "model_file", None)
     if isinstance(graph, Path):
         files.append(graph)

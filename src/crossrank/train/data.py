@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossrank._text import plural
+from crossrank.documents import record_text
 from crossrank.errors import InputError
 from crossrank.io import beir_qrels_path, read_beir_corpus, read_beir_queries, read_jsonl, read_qrels, read_trec_run
 
@@ -67,9 +68,7 @@ class Group:
 
 def doc_text(record: Mapping[str, Any]) -> str:
     """Return the text a cross-encoder reads for a BEIR record: title and text, as at inference."""
-    title = record.get("title") or ""
-    text = record.get("text") or ""
-    return f"{title} {text}".strip() if title else str(text)
+    return record_text(record)
 
 
 def _pick(rec: Mapping[str, Any], keys: Sequence[str], what: str, where: str) -> Any:

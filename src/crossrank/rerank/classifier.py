@@ -1,0 +1,180 @@
+"""The sequence-classification family: BERT-style cross-encoders with a classification head.
+
+The query and the document are one input (``[CLS] query [SEP] document [SEP]``, segment ids 0
+then 1), padded on the right; the head's logits are the scores. This is the family of
+``cross-encoder/ms-marco-*``, ``BAAI/bge-reranker-base/large``, ``mixedbread-ai/mxbai-rerank-*-v1``
+and the NLI and STS cross-encoders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crossrank.models.registry import lookup
+from crossrank.ranking import ScoredPairs
+from crossrank.rerank.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
+from crossrank.rerank.encoding import PairEncoder
+from crossrank.rerank.engine import run_encoded
+
+if TYPE_CHECKING:
+    from crossrank.models.source import ModelFiles
+    from crossrank.rerank.config import Activation, ScoringConfig
+
+__all__ = ["SequenceClassifier", "model_max_length"]
+
+# Pairs are tokenized this many at a time, after a global sort by character length, so memory
+# stays bounded and each chunk's pairs have similar lengths.
+_CHUNK = 4096
+
+
+class SequenceClassifier:
+    """Score pairs with a sequence-classification cross-encoder on one backend.
+
+    Args:
+        encoder: the pair tokenizer (its ``max_length`` is the model's limit for a pair).
+        backend: the engine running the graph.
+        labels: the head's label names.
+        config: scoring settings (token budget, batch size).
+        name: the model's name, for messages.
+        progress: show a progress bar on long inputs.
+    """
+
+    def __init__(
+        self,
+        encoder: PairEncoder,
+        backend: Backend,
+        *,
+        labels: tuple[str, ...],
+        config: ScoringConfig,
+        name: str = "",
+        progress: bool = False,
+    ) -> None:
+        self.encoder = encoder
+        self.backend = backend
+        self.labels = labels
+        self.name = name
+        self.max_length = encoder.max_length
+        self.progress = progress
+        self.backend_name = ""
+        self.backend_reason = ""
+        self.default_activation: Activation = "sigmoid" if len(labels) == 1 else "softmax"
+        self._token_budget = config.token_budget
+        cap = getattr(backend, "max_batch_size", None)
+        self._max_batch_size = min(config.max_batch_size, cap) if cap else config.max_batch_size
+
+    @classmethod
+    def from_files(
+        cls, files: ModelFiles, *, backend: str, config: ScoringConfig, progress: bool = False, reason: str = ""
+    ) -> SequenceClassifier:
+        """Return the scorer of a model's files on ``backend`` (``"onnx"``, ``"openvino"`` or ``"torch"``)."""
+        model_max = model_max_length(files.config)
+        max_length = min(config.max_length or model_max, model_max)
+        encoder = PairEncoder(files.tokenizer_file, max_length=max_length)
+        engine = _make_backend(files, backend, config)
+        scorer = cls(
+            encoder,
+            engine,
+            labels=_labels(files.config, engine.num_labels),
+            config=config,
+            name=files.name,
+            progress=progress,
+        )
+        scorer.backend_name, scorer.backend_reason = backend, reason
+        scorer.default_activation = _default_activation(files, engine.num_labels)
+        return scorer
+
+    def score(self, queries: Sequence[str], documents: Sequence[str]) -> ScoredPairs:
+        """Return the raw logits, float32 ``(n, num_labels)`` in input order, with truncation and token counts."""
+        n = len(queries)
+        logits = np.empty((n, len(self.labels)), dtype=np.float32)
+        truncated = np.zeros(n, dtype=np.bool_)
+        tokens = np.zeros(n, dtype=np.int32)
+        if n == 0:
+            return ScoredPairs(logits, truncated, tokens)
+        chars = np.fromiter((len(q) + len(d) for q, d in zip(queries, documents, strict=True)), np.int64, count=n)
+        order = np.argsort(-chars, kind="stable")
+        tick = self._progress_bar(n)
+        try:
+            for start in range(0, n, _CHUNK):
+                idx = order[start : start + _CHUNK]
+                enc = self.encoder.encode([queries[i] for i in idx], [documents[i] for i in idx])
+                logits[idx] = run_encoded(
+                    self.backend,
+                    enc,
+                    token_budget=self._token_budget,
+                    max_batch_size=self._max_batch_size,
+                    on_batch=tick,
+                    pad_id=self.encoder.pad_id,
+                )
+                truncated[idx] = enc.truncated
+                tokens[idx] = enc.lengths
+        finally:
+            if tick is not None:
+                tick(-1)
+        return ScoredPairs(logits, truncated, tokens)
+
+    def _progress_bar(self, total: int) -> Callable[[int], None] | None:
+        if not self.progress or total < 256:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("pairs"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        task = bar.add_task("score", total=total)
+        bar.start()
+
+        def tick(n: int) -> None:
+            if n < 0:
+                bar.stop()
+            else:
+                bar.advance(task, n)
+
+        return tick
+
+
+def _make_backend(files: ModelFiles, backend: str, config: ScoringConfig) -> Backend:
+    builtin = lookup(files.builtin) if files.builtin else None
+    if backend == "openvino":
+        ov_graph = builtin.openvino_int8() / "model.xml" if builtin else (files.openvino_file or files.onnx_file)
+        assert ov_graph is not None  # pick_backend checked
+        return OpenVinoBackend(ov_graph, files.config, threads=config.threads, precision=config.precision)
+    if backend == "onnx":
+        ort_graph = builtin.optimized_onnx("int8") if builtin is not None else files.onnx_file
+        assert ort_graph is not None  # pick_backend checked
+        return OnnxBackend(ort_graph, files.config, threads=config.threads, instances=config.instances)
+    return TorchBackend(files.folder, files.config, threads=config.threads)
+
+
+def model_max_length(config: Mapping[str, Any]) -> int:
+    """Return the most tokens a model's position embeddings allow (RoBERTa-style models: 2 fewer)."""
+    positions = int(config.get("max_position_embeddings", 512) or 512)
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= 2  # positions start after the padding index
+    return positions
+
+
+def _labels(config: Mapping[str, Any], num_labels: int) -> tuple[str, ...]:
+    id2label = config.get("id2label") or {}
+    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(num_labels))
+
+
+def _default_activation(files: ModelFiles, num_labels: int) -> Activation:
+    saved = files.settings.get("activation")
+    if saved in ("sigmoid", "softmax", "none"):
+        return saved  # type: ignore[no-any-return]
+    st = files.config.get("sentence_transformers", {}) or {}
+    fn = str(st.get("activation_fn", files.config.get("sbert_ce_default_activation_function", "")))
+    if fn.endswith("Identity"):
+        return "none"
+    if fn.endswith("Sigmoid"):
+        return "sigmoid"
+    return "sigmoid" if num_labels == 1 else "softmax"
