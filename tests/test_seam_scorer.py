@@ -108,7 +108,7 @@ def test_an_unscorable_architecture_says_which(tmp_path: Path, tiny_models: dict
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "architectures": ["MysteryForMaskedLM"]}))
     (folder / "crossrank.json").write_text(json.dumps({"family": "no-such-family"}))
-    with pytest.raises(ConfigError, match="no-such-family.*known families"):
+    with pytest.raises(ConfigError, match=r"no-such-family.*known families"):
         CrossEncoder(folder, backend="torch")
     (folder / "crossrank.json").unlink()
     (folder / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen3ForCausalLM"]}))

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from crossrank.retrieve.index import Index
     from crossrank.retrieve.pipeline import Pipeline, SearchHit, SearchResult
 
-__version__ = "0.1.0"
+from crossrank._version import __version__
 
 __all__ = [
     "BM25Settings",

@@ -250,9 +250,9 @@ def _diagnose(
 
 
 def _headline_text(diag: Any) -> str:
-    from crossrank.evaluate.report import _headline
+    from crossrank.evaluate.report import headline
 
-    return str(_headline(diag))
+    return str(headline(diag))
 
 
 @app.command("compare")

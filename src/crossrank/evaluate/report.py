@@ -21,7 +21,7 @@ from crossrank._deps import require
 from crossrank._text import plural
 from crossrank.evaluate.diagnostics import Diagnostics, FailureCase
 
-__all__ = ["plot_figures", "render_html", "render_markdown", "write_report"]
+__all__ = ["headline", "plot_figures", "render_html", "render_markdown", "write_report"]
 
 _BLUE, _ORANGE, _GREY, _RED, _GREEN = "#1f77b4", "#ff7f0e", "#9a9a9a", "#d62728", "#2ca02c"
 
@@ -279,7 +279,8 @@ def _facts(diag: Diagnostics) -> list[str]:
     return facts
 
 
-def _headline(diag: Diagnostics) -> str:
+def headline(diag: Diagnostics) -> str:
+    """Return the report's one-sentence verdict: whether reranking helps, by how much, and how sure."""
     m = diag.main
     c = diag.comparison.get(m)
     base = diag.aggregate[diag.first_stage][m]
@@ -336,7 +337,7 @@ def render_markdown(diag: Diagnostics, figures: dict[str, str]) -> str:
     ]
     if diag.command:
         out += ["Reproduce:", "", "```bash", diag.command, "```", ""]
-    out += [_headline(diag), "", "## Summary", "", _md_table(*_summary_rows(diag)), ""]
+    out += [headline(diag), "", "## Summary", "", _md_table(*_summary_rows(diag)), ""]
     out += ["## Per-query changes", "", _md_table(*_comparison_rows(diag)), ""]
     if "per_query" in figures:
         out += [f"![per-query changes]({figures['per_query']})", ""]
@@ -432,7 +433,7 @@ def render_html(diag: Diagnostics, figures: dict[str, bytes]) -> str:
     if diag.command:
         parts.append(f"<pre>{e(diag.command)}</pre>")
     parts += [
-        f"<p class='headline' id='headline'>{e(_headline(diag))}</p>",
+        f"<p class='headline' id='headline'>{e(headline(diag))}</p>",
         "<h2 id='summary'>Summary</h2>",
         _html_table(*_summary_rows(diag), "summary"),
         "<h2 id='per-query'>Per-query changes</h2>",

@@ -272,7 +272,8 @@ class _Scorer:
     def __init__(self, model: str, backend: str, max_length: int | None, threads: int | None, ledger: str) -> None:
         import ray
 
-        from crossrank import CrossEncoder, ScoringConfig
+        from crossrank.rerank.config import ScoringConfig
+        from crossrank.rerank.cross_encoder import CrossEncoder
 
         self.ce = CrossEncoder(
             model,

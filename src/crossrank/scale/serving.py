@@ -19,7 +19,7 @@ from typing import Any
 
 from crossrank._deps import require
 from crossrank.errors import ConfigError, CrossrankError, InputError
-from crossrank.serve.batcher import Batcher, PairsWork, SearchWork, _Job
+from crossrank.serve.batcher import Batcher, Job, PairsWork, SearchWork
 from crossrank.serve.config import ApiKeys, ServeConfig
 from crossrank.serve.metrics import Metrics
 from crossrank.serve.model import ServedModel
@@ -101,10 +101,10 @@ class RayServeBatcher(Batcher):
 
     async def _run_works(self, works: list[_Work]) -> list[Any]:
         """Run one Ray Serve batch: group compatible works, run each group as the built-in batcher does."""
-        jobs = [_Job(work, Future()) for work in works]
+        jobs = [Job(work, Future()) for work in works]
         for job in jobs:
             job.future.set_running_or_notify_cancel()
-        groups: dict[Hashable, list[_Job]] = {}
+        groups: dict[Hashable, list[Job]] = {}
         for job in jobs:
             groups.setdefault(job.work.key, []).append(job)
         for group in groups.values():
@@ -139,7 +139,8 @@ class CrossrankReplica:
         max_length: int | None,
         threads: int | None,
     ) -> None:
-        from crossrank import CrossEncoder, ScoringConfig
+        from crossrank.rerank.config import ScoringConfig
+        from crossrank.rerank.cross_encoder import CrossEncoder
         from crossrank.serve.app import create_app
 
         logging.getLogger("crossrank.serve").setLevel(logging.WARNING)

@@ -201,7 +201,7 @@ def create_app(
 
 
 def _version() -> str:
-    from crossrank import __version__
+    from crossrank._version import __version__
 
     return __version__
 

@@ -46,7 +46,7 @@ from crossrank.serve.errors import QueueFullError, ShuttingDownError
 from crossrank.serve.metrics import Metrics
 from crossrank.serve.model import ServedModel
 
-__all__ = ["Batcher", "PairsResult", "PairsWork", "SearchWork", "Timing"]
+__all__ = ["Batcher", "Job", "PairsResult", "PairsWork", "SearchWork", "Timing"]
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ _SEARCH_PAIR_TOKENS = 128.0
 
 
 @dataclass(eq=False, slots=True)
-class _Job:
+class Job:
     work: PairsWork | SearchWork
     future: Future[Any]
     enqueued: float = field(default_factory=time.perf_counter)
@@ -193,7 +193,7 @@ class _Job:
         return self.work.size if isinstance(self.work, PairsWork) else 1
 
 
-_Segment = tuple[_Job, int, int]  # a job and the part of it (pairs start:stop) one model call scores
+_Segment = tuple[Job, int, int]  # a job and the part of it (pairs start:stop) one model call scores
 
 
 class Batcher:
@@ -209,7 +209,7 @@ class Batcher:
         self.model = model
         self.config = config
         self.metrics = metrics
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._pending = 0  # accepted and not answered: queued or in the running call
         self._pending_pairs = 0
@@ -263,7 +263,7 @@ class Batcher:
             ShuttingDownError: the server is draining, or the worker is not running.
         """
         now = time.perf_counter()
-        job = _Job(work, Future(), enqueued=now, deadline=now + self.config.timeout_s)
+        job = Job(work, Future(), enqueued=now, deadline=now + self.config.timeout_s)
         if isinstance(work, PairsWork):
             job.cum = np.cumsum(self.model.pair_costs(work.queries, work.documents, work.max_doc_tokens))
             job.cost = float(job.cum[-1]) if len(job.cum) else 0.0
@@ -354,7 +354,7 @@ class Batcher:
         running = max(0.0, self._call_cost - self.work_rate * (now - self._call_started))
         return self._queued_cost + running
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: Job) -> None:
         """Give back ``job``'s place: its future was resolved (result, error, timeout or cancelled)."""
         with self._cond:
             if job.released:
@@ -398,7 +398,7 @@ class Batcher:
     def _collect(self) -> list[_Segment] | None:
         """Return the parts of jobs to score in the next model call; ``None`` when closed and drained."""
         cfg = self.config
-        late: list[_Job] = []
+        late: list[Job] = []
         try:
             with self._cond:
                 while True:
@@ -420,7 +420,7 @@ class Batcher:
             for job in late:  # past its deadline before it ran: never run (its request gets 504)
                 _resolve(job.future, error=TimeoutError("the request's deadline passed before it ran"))
 
-    def _front(self, late: list[_Job]) -> _Job | None:
+    def _front(self, late: list[Job]) -> Job | None:
         # called with the lock held: drop released and late jobs from the front; return the first live one
         now = time.perf_counter()
         while self._queue:
@@ -434,7 +434,7 @@ class Batcher:
                 return job
         return None
 
-    def _plan(self, first: _Job) -> tuple[list[_Segment], bool]:
+    def _plan(self, first: Job) -> tuple[list[_Segment], bool]:
         """Return the next call, starting with ``first``, and whether it is full (called with the lock held).
 
         The call holds no more estimated work than the model gets through before ``first``'s
@@ -490,11 +490,11 @@ class Batcher:
         else:
             self._run_pairs(call)
 
-    def _execute(self, batch: list[_Job]) -> None:
+    def _execute(self, batch: list[Job]) -> None:
         """Run whole jobs in one model call (for subclasses that merge requests themselves)."""
         self._run_segments([(job, 0, job.units) for job in batch])
 
-    def _observe(self, jobs: list[_Job], pairs: int, cost: float, started: float, seconds: float) -> None:
+    def _observe(self, jobs: list[Job], pairs: int, cost: float, started: float, seconds: float) -> None:
         m = self.metrics
         m.inference.observe(seconds)
         m.batch_pairs.observe(pairs)
@@ -588,7 +588,7 @@ class Batcher:
         self.metrics.tokens.inc(int(tokens.sum()))
         self.metrics.truncated.inc(n_cut)
 
-    def _run_search(self, batch: list[_Job]) -> None:
+    def _run_search(self, batch: list[Job]) -> None:
         first = batch[0].work
         assert isinstance(first, SearchWork)
         queries = [job.work.query for job in batch if isinstance(job.work, SearchWork)]
@@ -614,7 +614,7 @@ class Batcher:
             _resolve(job.future, result=SearchOutcome(result, _timing(job)))
 
 
-def _timing(job: _Job) -> Timing:
+def _timing(job: Job) -> Timing:
     taken = job.taken or job.started or job.enqueued
     return Timing(
         max(0.0, taken - job.enqueued) * 1000,
@@ -625,7 +625,7 @@ def _timing(job: _Job) -> Timing:
     )
 
 
-def _assemble(job: _Job) -> PairsResult:
+def _assemble(job: Job) -> PairsResult:
     """Return a pairs job's result from the parts its model calls scored, in order."""
     pieces = job.pieces
     if len(pieces) == 1:
