@@ -337,6 +337,9 @@ def _rerank_table(
     if str(output) == "-":
         raise InputError("--output - (stdout) is for the local engine with a run; give a file path")
     if engine == "ray":
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # the command's own bar and summary say what ran
         result = rerank_on_ray(
             table,
             model=model,

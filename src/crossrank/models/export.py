@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrank._deps import require
+from crossrank._logs import muted
 from crossrank.errors import InputError, ModelError
 from crossrank.rerank.backends import uses_token_types
 
@@ -149,17 +150,13 @@ def export_optimized(
 
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            root = logging.getLogger()
-            level = root.level
-            root.setLevel(logging.ERROR)  # the quantizer logs generic advice at WARNING on the root logger
-            try:
+            # the quantizer logs generic advice at WARNING on the root logger
+            with muted(logging.getLogger()):
                 # per output channel, as the static OpenVINO graph is: requantizing this graph for
                 # OpenVINO (what a built-in model gets) then rounds no weight a second time
                 quantize_dynamic(
                     str(plain / "model.onnx"), str(final / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True
                 )
-            finally:
-                root.setLevel(level)
             settings: dict[str, Any] = {"scoring": {"precision": "auto"}}
         else:
             ov = require("openvino", feature="OpenVINO export")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from crossrank._deps import require
+from crossrank._logs import muted
 from crossrank.errors import ModelError
 
 __all__ = ["dequantize_graph"]
@@ -135,10 +136,7 @@ def optimize_graph(
         options.enable_shape_inference = False
         # the optimizer and quantizer log advice at WARNING on their own and on the root logger
         quiet = [_logging.getLogger(), _logging.getLogger("onnxruntime"), *_ort_loggers()]
-        levels = [lg.level for lg in quiet]
-        for lg in quiet:
-            lg.setLevel(_logging.ERROR)
-        try:
+        with muted(*quiet):
             fused = optimize_model(
                 plain,
                 model_type="bert",
@@ -153,9 +151,6 @@ def optimize_graph(
                 quantize_dynamic(fused, str(tmp), weight_type=QuantType.QInt8, per_channel=False)
             else:
                 _save(fused, tmp)
-        finally:
-            for lg, level in zip(quiet, levels, strict=True):
-                lg.setLevel(level)
         tmp.replace(out)
     except ModelError:
         raise
@@ -230,9 +225,6 @@ def quantize_openvino(
                 "token_type_ids": enc.token_type_ids[i : i + 4, :w],
             }
         )
-    nncf_log = _logging.getLogger("nncf")
-    level = nncf_log.level
-    nncf_log.setLevel(_logging.ERROR)
     try:
         plain = tmp / "plain.onnx"
         onnx.save(dequantize_graph(source), str(plain))
@@ -240,7 +232,7 @@ def quantize_openvino(
         names = {i.get_any_name() for i in model.inputs}
         data = [{k: v for k, v in item.items() if k in names} for item in items]
         # NNCF draws its progress bars on stdout, where crossrank's results go: send them to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), muted(_logging.getLogger("nncf")):
             quantized = nncf.quantize(
                 model, nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(data)
             )
@@ -253,7 +245,6 @@ def quantize_openvino(
     except Exception as err:
         raise ModelError(f"OpenVINO int8 quantization of {source} failed ({type(err).__name__}: {err})") from err
     finally:
-        nncf_log.setLevel(level)
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 

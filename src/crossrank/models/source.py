@@ -272,8 +272,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _download(repo_id: str) -> Path:
     """Download (or find in the local cache) a hub model, failing fast when offline."""
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(HUB_TIMEOUT_S)))
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(HUB_TIMEOUT_S)))
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 

@@ -373,7 +373,6 @@ def rerank_on_ray(
     ledger = ray.remote(num_cpus=0)(_Ledger).options(name=ledger_name).remote()
     import ray.data
 
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own bar and summary say what it did
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

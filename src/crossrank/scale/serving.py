@@ -143,7 +143,6 @@ class CrossrankReplica:
         from crossrank.rerank.cross_encoder import CrossEncoder
         from crossrank.serve.app import create_app
 
-        logging.getLogger("crossrank.serve").setLevel(logging.WARNING)
         reranker = CrossEncoder(
             model,
             backend=backend,  # type: ignore[arg-type]
