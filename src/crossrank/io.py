@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from crossrank._text import plural
+from crossrank.documents import record_text
 from crossrank.errors import InputError
 from crossrank.ranking import Ranking
 
 __all__ = [
+    "RunCandidates",
     "beir_qrels_path",
     "iter_trec_run",
     "read_beir_corpus",
@@ -20,6 +23,7 @@ __all__ = [
     "read_documents_jsonl",
     "read_jsonl",
     "read_qrels",
+    "read_run_candidates",
     "read_trec_run",
     "write_trec_run",
 ]
@@ -199,6 +203,75 @@ def check_run_ids(
             what.append(f"{plural(len(missing_d), 'doc id')} not in {corpus_path} (first: {missing_d[0]!r})")
         raise InputError(f"{run_path} names {' and '.join(what)}; fix the files or pass --skip-missing")
     return missing_q, missing_d
+
+
+@dataclass(frozen=True, slots=True)
+class RunCandidates:
+    """A first-stage run's top candidates, with the texts reranking reads.
+
+    Attributes:
+        query_ids: the run's queries that have a text and at least one candidate with text, in run order.
+        queries: their texts.
+        documents: per query, its candidates' records (``{"id", "title", "text", ...}``), in run order.
+        missing_queries: run query ids with no text in the queries file (kept only with ``skip_missing``).
+        missing_docs: top-``depth`` doc ids with no record in the corpus (likewise).
+    """
+
+    query_ids: tuple[str, ...]
+    queries: tuple[str, ...]
+    documents: tuple[tuple[dict[str, Any], ...], ...]
+    missing_queries: tuple[str, ...] = ()
+    missing_docs: tuple[str, ...] = ()
+
+    @property
+    def num_pairs(self) -> int:
+        """Return the number of (query, candidate) pairs."""
+        return sum(len(d) for d in self.documents)
+
+    def pairs(self) -> tuple[list[str], list[str], list[str], list[str]]:
+        """Return the pairs flat, in run order: query ids, query texts, doc ids and document texts."""
+        qids: list[str] = []
+        texts: list[str] = []
+        dids: list[str] = []
+        docs: list[str] = []
+        for qid, query, records in zip(self.query_ids, self.queries, self.documents, strict=True):
+            qids.extend([qid] * len(records))
+            texts.extend([query] * len(records))
+            dids.extend(r["id"] for r in records)
+            docs.extend(record_text(r) for r in records)
+        return qids, texts, dids, docs
+
+
+def read_run_candidates(
+    run: str | Path, queries: str | Path, corpus: str | Path, *, depth: int, skip_missing: bool = False
+) -> RunCandidates:
+    """Return the top ``depth`` candidates of each query of a TREC run, with their texts.
+
+    This is the one loader of "a run over a BEIR corpus and queries": reranking a run, batch
+    reranking on Ray and the checks of an exported model all read candidates through it.
+
+    Raises:
+        InputError: a file cannot be read, ``depth`` < 1, or the run names query or doc ids the
+            files lack (unless ``skip_missing``, which drops them and reports them).
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise InputError(f"depth must be an int >= 1 (got {depth!r})")
+    docs = read_beir_corpus(corpus)
+    texts = read_beir_queries(queries)
+    ranked = read_trec_run(run)
+    missing_q, missing_d = check_run_ids(
+        ranked, texts, docs, depth=depth, skip_missing=skip_missing, where=(run, queries, corpus)
+    )
+    qids, qtexts, records = [], [], []
+    for qid, hits in ranked.items():
+        if qid not in texts:
+            continue
+        found = tuple(docs[d] for d, _ in hits[:depth] if d in docs)
+        if found:
+            qids.append(qid)
+            qtexts.append(texts[qid])
+            records.append(found)
+    return RunCandidates(tuple(qids), tuple(qtexts), tuple(records), tuple(missing_q), tuple(missing_d))
 
 
 def iter_trec_run(path: str | Path) -> Iterator[tuple[int, str, str, int, float]]:

@@ -272,22 +272,13 @@ def _rerank_run(
     skip_missing: bool,
     activation: str | None = None,
 ) -> None:
-    from crossrank.io import check_run_ids, read_beir_corpus, read_beir_queries, read_trec_run, write_trec_run
+    from crossrank.io import read_run_candidates, write_trec_run
 
-    corpus = read_beir_corpus(corpus_path)
-    queries = read_beir_queries(queries_path)
-    run = read_trec_run(run_path)
-    missing_q, missing_d = check_run_ids(
-        run, queries, corpus, depth=depth, skip_missing=skip_missing, where=(run_path, queries_path, corpus_path)
-    )
-    qids = [q for q in run if q in queries]
-    cands = [[corpus[d] for d, _ in run[q][:depth] if d in corpus] for q in qids]
-    keep = [i for i, c in enumerate(cands) if c]
+    run = read_run_candidates(run_path, queries_path, corpus_path, depth=depth, skip_missing=skip_missing)
+    missing_q, missing_d = run.missing_queries, run.missing_docs
     ce = _load(model, backend, max_length, activation=activation)
-    rankings = ce.rerank_many(
-        [queries[qids[i]] for i in keep], [cands[i] for i in keep], k=k, query_ids=[qids[i] for i in keep]
-    )
-    total = sum(len(cands[i]) for i in keep)
+    rankings = ce.rerank_many(run.queries, run.documents, k=k, query_ids=run.query_ids)
+    total = run.num_pairs
     if str(output) == "-":
         written = write_trec_run(rankings, sys.stdout)
     else:
@@ -595,14 +586,12 @@ def models_export(
         return
     from crossrank import CrossEncoder
     from crossrank.evaluate.agreement import agreement
-    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+    from crossrank.io import read_qrels, read_run_candidates
 
-    corpus = read_beir_corpus(check_data / "corpus.jsonl")
-    queries = read_beir_queries(check_data / "queries.jsonl")
-    run = read_trec_run(check_run)
-    qids = [q for q in run if q in queries][:check_queries]
-    cands = [[corpus[d] for d, _ in run[q][:depth] if d in corpus] for q in qids]
-    qtexts = [queries[q] for q in qids]
+    run = read_run_candidates(
+        check_run, check_data / "queries.jsonl", check_data / "corpus.jsonl", depth=depth, skip_missing=True
+    )
+    qids, qtexts, cands = run.query_ids[:check_queries], run.queries[:check_queries], run.documents[:check_queries]
 
     def scores(ce: Any) -> dict[str, dict[str, float]]:
         rankings = ce.rerank_many(qtexts, cands, query_ids=qids)

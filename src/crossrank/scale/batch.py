@@ -128,31 +128,15 @@ def run_pairs(
             documents the files lack (unless ``skip_missing``).
     """
     pa_ = require("pyarrow", feature="batch reranking on Ray")
-    from crossrank.documents import document_text
-    from crossrank.io import check_run_ids, read_beir_corpus, read_beir_queries, read_trec_run
+    from crossrank.io import read_run_candidates
 
     if depth < 1:
         raise InputError(f"depth must be >= 1 (got {depth})")
-    docs = read_beir_corpus(Path(corpus))
-    texts = read_beir_queries(Path(queries))
-    ranked = read_trec_run(Path(run))
-    missing_q, missing_d = check_run_ids(
-        ranked, texts, docs, depth=depth, skip_missing=skip_missing, where=(run, queries, corpus)
-    )
-    cols: dict[str, list[str]] = {c: [] for c in COLUMNS}
-    for qid, hits in ranked.items():
-        if qid not in texts:
-            continue
-        for did, _ in hits[:depth]:
-            if did not in docs:
-                continue
-            cols["query_id"].append(qid)
-            cols["query"].append(texts[qid])
-            cols["doc_id"].append(did)
-            cols["text"].append(document_text(docs[did].get("title") or "", docs[did]["text"]))
+    found = read_run_candidates(Path(run), Path(queries), Path(corpus), depth=depth, skip_missing=skip_missing)
+    cols = dict(zip(COLUMNS, found.pairs(), strict=True))
     table = pa_.table({c: pa_.array(v, type=pa_.string()) for c, v in cols.items()})
     _check_pairs(table, str(run))
-    return table, {"skipped_queries": len(missing_q), "skipped_docs": len(missing_d)}
+    return table, {"skipped_queries": len(found.missing_queries), "skipped_docs": len(found.missing_docs)}
 
 
 def read_pairs(path: str | os.PathLike[str]) -> pa.Table:
