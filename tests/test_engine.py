@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossrank.rerank.engine import plan_batches
+from crossrank.engine import plan_batches
 
 
 @settings(max_examples=200, deadline=None)
@@ -39,7 +39,7 @@ def test_hundred_pairs_split_evenly_over_two_streams() -> None:
 def test_openvino_pins_no_cores_when_it_uses_fewer_than_all_of_them() -> None:
     # several processes with one thread each (Ray workers, replicas) must not all pin to core 0
     from crossrank import CrossEncoder, ScoringConfig
-    from crossrank.rerank.backends import default_threads
+    from crossrank.engine import default_threads
 
     one = CrossEncoder("default", backend="openvino", config=ScoringConfig(threads=1))
     assert one.backend._compiled.get_property("ENABLE_CPU_PINNING") is (default_threads() <= 1)

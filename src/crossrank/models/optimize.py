@@ -210,7 +210,7 @@ def quantize_openvino(
     import logging as _logging
 
     from crossrank.models.calibration import calibration_pairs, stdlib_pairs
-    from crossrank.rerank.encoding import PairEncoder
+    from crossrank.models.encoding import PairEncoder
 
     out = Path(output_dir)
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
@@ -263,7 +263,7 @@ def _single_texts(tokenizer_file: str | Path, texts: list[str], max_length: int)
     import numpy as np
     from tokenizers import Tokenizer
 
-    from crossrank.rerank.encoding import EncodedPairs
+    from crossrank.models.encoding import EncodedPairs
 
     tok = Tokenizer.from_file(str(tokenizer_file))
     tok.no_padding()

@@ -6,20 +6,20 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from crossrank.engine import Backend, check_backend_name, choose_backend, load_backend, run_encoded
 from crossrank.errors import ConfigError, InputError
+from crossrank.models.encoding import PairEncoder
 from crossrank.models.registry import lookup
 from crossrank.models.source import ModelFiles, resolve
+from crossrank.models.tokenizer import model_max_length
 from crossrank.ranking import Hit, Ranking, ScoredPairs
-from crossrank.rerank.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
 from crossrank.rerank.cache import ScoreCache
 from crossrank.rerank.config import Activation, ScoringConfig
-from crossrank.rerank.encoding import PairEncoder
-from crossrank.rerank.engine import run_encoded
 
 if TYPE_CHECKING:
     from crossrank.evaluate.calibrate import Calibration
@@ -43,8 +43,9 @@ class CrossEncoder:
         model: a built-in name (``"default"``), a local Hugging Face or ONNX folder, an
             ``.onnx`` file, or a Hugging Face hub id.
         backend: ``"openvino"`` (OpenVINO; built-ins run a static int8 graph), ``"onnx"`` (ONNX
-            Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``: the fastest engine for this
-            CPU and these files (see :meth:`~crossrank.models.source.ModelFiles.choose_backend`);
+            Runtime), ``"torch"`` (transformers, fp32), another registered backend
+            (:func:`~crossrank.engine.register_backend`), or ``"auto"``: the fastest engine for this
+            CPU and these files (see :func:`~crossrank.engine.choose_backend`);
             :attr:`backend_reason` says why.
         config: scoring settings; see :class:`ScoringConfig`.
         progress: show a progress bar on long inputs (off by default in library calls).
@@ -72,13 +73,12 @@ class CrossEncoder:
         self,
         model: str | os.PathLike[str] = "default",
         *,
-        backend: Literal["auto", "onnx", "torch", "openvino"] = "auto",
+        backend: str = "auto",
         config: ScoringConfig | None = None,
         progress: bool = False,
         calibration: str | os.PathLike[str] | Calibration | None = "auto",
     ) -> None:
-        if backend not in ("auto", "onnx", "torch", "openvino"):
-            raise ConfigError(f"backend must be 'auto', 'onnx', 'torch' or 'openvino' (got {backend!r})")
+        check_backend_name(backend)
         self.files: ModelFiles = resolve(model)
         if self.files.kind != "cross-encoder":
             raise ConfigError(
@@ -89,11 +89,11 @@ class CrossEncoder:
         settings = dict(self.files.settings.get("scoring", {}))
         base = ScoringConfig.from_dict(settings) if settings else ScoringConfig()
         config = config or base
-        self.backend_name, self.backend_reason = self.files.choose_backend(backend)
+        self.backend_name, self.backend_reason = choose_backend(self.files, backend)
         log.info("%s runs on %s: %s", self.files.name, self.backend_name, self.backend_reason)
         if backend == "auto":
             self._upgrade_in_background()
-        model_max = _model_max_length(self.files.config)
+        model_max = model_max_length(self.files.config)
         max_length = min(config.max_length or model_max, model_max)
         self.config = replace(config, max_length=max_length)
         self.encoder = PairEncoder(self.files.tokenizer_file, max_length=max_length)
@@ -268,17 +268,13 @@ class CrossEncoder:
             )
 
     def _make_backend(self, config: ScoringConfig) -> Backend:
-        files = self.files
-        builtin = lookup(files.builtin) if files.builtin else None
-        if self.backend_name == "openvino":
-            ov_graph = builtin.openvino_int8() / "model.xml" if builtin else (files.openvino_file or files.onnx_file)
-            assert ov_graph is not None  # pick_backend checked
-            return OpenVinoBackend(ov_graph, files.config, threads=config.threads, precision=config.precision)
-        if self.backend_name == "onnx":
-            ort_graph = builtin.optimized_onnx("int8") if builtin is not None else files.onnx_file
-            assert ort_graph is not None  # pick_backend checked
-            return OnnxBackend(ort_graph, files.config, threads=config.threads, instances=config.instances)
-        return TorchBackend(files.folder, files.config, threads=config.threads)
+        return load_backend(
+            self.files,
+            task="sequence-classification",
+            backend=self.backend_name,
+            threads=config.threads,
+            options={"instances": config.instances, "precision": config.precision},
+        )
 
     def _load_calibration(self, calibration: str | os.PathLike[str] | Calibration | None) -> Calibration | None:
         if calibration is None:
@@ -409,11 +405,12 @@ class CrossEncoder:
                 enc = self.encoder.encode([queries[i] for i in idx], [docs[i] for i in idx])
                 logits[idx] = run_encoded(
                     self.backend,
-                    enc,
+                    enc.tensors(),
+                    enc.lengths,
                     token_budget=self.config.token_budget,
                     max_batch_size=self._max_batch_size,
+                    pad_values={"input_ids": self.encoder.pad_id},
                     on_batch=tick,
-                    pad_id=self.encoder.pad_id,
                 )
                 truncated[idx] = enc.truncated
                 tokens[idx] = enc.lengths
@@ -509,13 +506,6 @@ _NO_CALIBRATION = (
 def document_text(title: str, text: str) -> str:
     """Return the text a cross-encoder reads for a document: ``"title text"``, or ``text`` when untitled."""
     return f"{title} {text}" if title.strip() else text
-
-
-def _model_max_length(config: Mapping[str, Any]) -> int:
-    positions = int(config.get("max_position_embeddings", 512) or 512)
-    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        positions -= 2  # positions start after the padding index
-    return positions
 
 
 def _labels(config: Mapping[str, Any], num_labels: int) -> tuple[str, ...]:

@@ -276,7 +276,7 @@ class _Scorer:
 
         self.ce = CrossEncoder(
             model,
-            backend=backend,  # type: ignore[arg-type]
+            backend=backend,
             config=ScoringConfig(max_length=max_length, threads=threads),
         )
         self.acts = tuple(dict.fromkeys((self.ce.activation, self.ce._rank_activation)))
