@@ -41,6 +41,13 @@ class TorchBackend:
         torch = require("torch", feature="backend 'torch'")
         transformers = require("transformers", feature="backend 'torch'")
         torch.set_num_threads(threads or default_threads())
+        broken: tuple[type[Exception], ...] = (OSError, ValueError, KeyError)
+        try:  # a weights file cut short fails in safetensors, with an error type of its own
+            from safetensors import SafetensorError
+
+            broken += (SafetensorError,)
+        except ImportError:
+            pass
         try:
             if task == "sequence-classification":
                 from crossrank.models.hf import load_classifier
@@ -48,7 +55,7 @@ class TorchBackend:
                 model = load_classifier(folder, dtype=torch.float32)
             else:
                 model = transformers.AutoModel.from_pretrained(str(folder), dtype=torch.float32)
-        except (OSError, ValueError, KeyError) as err:
+        except broken as err:
             raise ModelError(f"transformers cannot load {folder} ({err})") from err
         self.model = model.eval()
         self.model_file = folder
