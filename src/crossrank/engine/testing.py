@@ -41,10 +41,10 @@ class FakeBackend:
 
     Example:
         >>> import numpy as np
-        >>> ids = np.array([[101, 7, 8, 102, 7, 9, 102]])
+        >>> ids = np.array([[101, 7, 8, 102, 7, 9, 102]])  # document tokens 7 and [SEP] are in the query
         >>> FakeBackend().run({"input_ids": ids, "attention_mask": np.ones_like(ids),
         ...                    "token_type_ids": np.array([[0, 0, 0, 0, 1, 1, 1]])}).round(3)
-        array([[0.333]], dtype=float32)
+        array([[0.667]], dtype=float32)
     """
 
     def __init__(self, *, num_labels: int = 1, parallelism: int = 1) -> None:
