@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import beir
+from crossrank.engine import choose_backend
 from crossrank.errors import ConfigError
 from crossrank.io import read_beir_corpus
 from crossrank.models.source import resolve
@@ -70,7 +71,7 @@ def test_prompts_and_cls_pooling_from_sentence_transformers_files(minilm_folder:
 
 def test_default_dense_model_applies_bge_query_instruction() -> None:
     enc = BiEncoder("bge-small-en")
-    assert enc.backend_name == resolve("bge-small-en").choose_backend("auto")[0]  # by the CPU's instruction set
+    assert enc.backend_name == choose_backend(resolve("bge-small-en"), "auto")[0]  # by the CPU's instruction set
     assert enc.dim == 384 and enc.settings.pooling == "cls"
     q = "how do libraries classify books"
     prompted = enc.encode_queries([q])

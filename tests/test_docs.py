@@ -6,14 +6,17 @@ import doctest
 import re
 from pathlib import Path
 
+import crossrank.engine.registry
+import crossrank.engine.testing
 import crossrank.rerank.cross_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_public_docstring_examples_run() -> None:
-    result = doctest.testmod(crossrank.rerank.cross_encoder, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    for module in (crossrank.rerank.cross_encoder, crossrank.engine.registry, crossrank.engine.testing):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:

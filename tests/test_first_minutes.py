@@ -13,6 +13,7 @@ import pytest
 
 from crossrank import CrossEncoder
 from crossrank.cpu import THREADS_ENV, available_cores, cgroup_cpu_limit, cpu_flags, int8_dot_product
+from crossrank.engine import choose_backend
 from crossrank.errors import ConfigError
 from crossrank.evaluate.calibrate import Calibration, default_calibration_path
 from crossrank.models.registry import build_code_digest, lookup
@@ -120,7 +121,7 @@ def test_auto_picks_by_instruction_set_and_says_why(
 
     monkeypatch.setenv("CROSSRANK_CACHE", str(tmp_path))  # nothing prepared
     monkeypatch.setattr(cpu, "cpu_flags", lambda: flags)
-    got, why = resolve("default").choose_backend("auto")
+    got, why = choose_backend(resolve("default"), "auto")
     assert got == backend
     assert reason in why
 
@@ -135,12 +136,12 @@ def test_auto_takes_a_prepared_openvino_graph_on_a_vnni_cpu(monkeypatch: pytest.
     folder.mkdir(parents=True)
     (folder / "model.xml").write_text("<net/>")  # only its presence is read here
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
-    assert resolve("default").choose_backend("auto") == (
+    assert choose_backend(resolve("default"), "auto") == (
         "openvino",
         "the CPU has int8 dot products (avx512_vnni) and the OpenVINO int8 graph is prepared",
     )
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2"}))
-    assert resolve("default").choose_backend("auto")[0] == "onnx"  # a prepared graph is slower without VNNI
+    assert choose_backend(resolve("default"), "auto")[0] == "onnx"  # a prepared graph is slower without VNNI
 
 
 # ---------------------------------------------------------------- the cache: built by CI, keyed by the code
@@ -328,7 +329,7 @@ def test_a_documents_file_of_strings_and_records_is_reranked(tmp_path: Path) -> 
 def test_an_interrupt_cancels_the_batches_not_yet_started() -> None:
     import threading
 
-    from crossrank.rerank.engine import run_parallel
+    from crossrank.engine import run_parallel
 
     done: list[int] = []
     lock = threading.Lock()

@@ -71,7 +71,7 @@ def test_loss_falls_and_the_saved_model_reloads_with_the_same_scores(tiny_models
     # the same pairs through transformers directly
     from transformers import AutoModelForSequenceClassification
 
-    from crossrank.rerank.encoding import PairEncoder
+    from crossrank.models.encoding import PairEncoder
     from crossrank.train.trainer import score_with
 
     net = AutoModelForSequenceClassification.from_pretrained(str(result.model))

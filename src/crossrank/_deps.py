@@ -40,6 +40,12 @@ def require(module: str, *, feature: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        dist, extra = _EXTRAS.get(module.split(".")[0], (module, ""))
-        hint = f'pip install "crossrank[{extra}]"' if extra else f"pip install {dist}"
-        raise MissingDependencyError(f"{feature} needs {module}, which is not installed: {hint}") from err
+        raise MissingDependencyError(
+            f"{feature} needs {module}, which is not installed: {install_hint(module)}"
+        ) from err
+
+
+def install_hint(module: str) -> str:
+    """Return the command that installs ``module``: ``pip install "crossrank[extra]"`` or ``pip install dist``."""
+    dist, extra = _EXTRAS.get(module.split(".")[0], (module, ""))
+    return f'pip install "crossrank[{extra}]"' if extra else f"pip install {dist}"

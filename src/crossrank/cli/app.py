@@ -110,7 +110,7 @@ def _load(
     _check_activation(activation)
     ce = CrossEncoder(
         model,
-        backend=backend,  # type: ignore[arg-type]
+        backend=backend,
         config=ScoringConfig(max_length=max_length, activation=activation),  # type: ignore[arg-type]
         progress=progress,
     )
@@ -443,6 +443,7 @@ def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
     if ctx.invoked_subcommand is not None:
         return
     from crossrank.cpu import available_cores, cpu_flags
+    from crossrank.engine import choose_backend
     from crossrank.errors import ModelError, ModelNotFoundError
     from crossrank.models import BUILTINS
     from crossrank.models.source import resolve
@@ -455,7 +456,7 @@ def models_list(ctx: typer.Context, fmt: FormatOpt = "jsonl") -> None:
             where, status = str(m.folder()), "ok (sha256 checked)"
             files = resolve(m.name)
             if files.onnx_file is not None:
-                engine, why = files.choose_backend("auto")
+                engine, why = choose_backend(files, "auto")
             else:
                 engine, why = "torch", "the package ships fp32 safetensors only"
         except (ModelNotFoundError, ModelError) as err:

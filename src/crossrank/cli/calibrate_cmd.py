@@ -85,7 +85,7 @@ def calibrate(
                 err=True,
             )
     # calibration=None: "before" is the model's own sigmoid, not an earlier calibration
-    ce = CrossEncoder(model, backend=backend, calibration=None, progress=True)  # type: ignore[arg-type]
+    ce = CrossEncoder(model, backend=backend, calibration=None, progress=True)
     result = calibrate_encoder(ce, fit, method=method, heldout=held)  # type: ignore[arg-type]
     assert ce.files is not None  # loaded from a name or path
     default = default_calibration_path(ce.files)

@@ -11,7 +11,7 @@ from typing import Any
 from crossrank._deps import require
 from crossrank._logs import muted
 from crossrank.errors import InputError, ModelError
-from crossrank.rerank.backends import uses_token_types
+from crossrank.models.tokenizer import uses_token_types
 
 __all__ = ["export_onnx"]
 

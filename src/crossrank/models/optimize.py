@@ -205,7 +205,7 @@ def quantize_openvino(
     import logging as _logging
 
     from crossrank.models.calibration import calibration_pairs, stdlib_pairs
-    from crossrank.rerank.encoding import PairEncoder
+    from crossrank.models.encoding import PairEncoder
 
     out = Path(output_dir)
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
@@ -254,7 +254,7 @@ def _single_texts(tokenizer_file: str | Path, texts: list[str], max_length: int)
     import numpy as np
     from tokenizers import Tokenizer
 
-    from crossrank.rerank.encoding import EncodedPairs
+    from crossrank.models.encoding import EncodedPairs
 
     tok = Tokenizer.from_file(str(tokenizer_file))
     tok.no_padding()

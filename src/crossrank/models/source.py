@@ -65,79 +65,22 @@ class ModelFiles:
     builtin: str | None = None
     kind: str = "cross-encoder"
 
-    def pick_backend(self, backend: BackendName) -> Literal["onnx", "torch", "openvino"]:
-        """Return the backend to use (see :meth:`choose_backend` for ``"auto"``).
-
-        Raises:
-            ModelError: the asked backend cannot run these files.
-        """
+    def pick_backend(self, backend: BackendName) -> str:
+        """Return the backend to use; deprecated: use :func:`crossrank.engine.choose_backend`."""
         return self.choose_backend(backend)[0]
 
-    def choose_backend(self, backend: BackendName) -> tuple[Literal["onnx", "torch", "openvino"], str]:
-        """Return the backend to use and, in a few words, why.
+    def choose_backend(self, backend: BackendName) -> tuple[str, str]:
+        """Return the backend to use and why; deprecated: use :func:`crossrank.engine.choose_backend`."""
+        import warnings
 
-        ``"auto"`` picks by the CPU's instruction set. With int8 dot-product instructions (AVX-512
-        VNNI, AVX-VNNI, AMX) a static int8 OpenVINO graph is the fastest engine measured: auto takes
-        it for a built-in whose graph is prepared (``crossrank models prepare``) and for a folder
-        with an OpenVINO IR. Without them (AVX2 only) ONNX Runtime's dynamic int8 measured about
-        twice OpenVINO's static int8, so auto takes ONNX Runtime whenever there is a graph. A
-        built-in's ONNX Runtime graph builds in seconds, so the first result never waits on the
-        OpenVINO calibration. Torch is the last resort (Hugging Face weights only).
+        warnings.warn(
+            "ModelFiles.choose_backend is deprecated; use crossrank.engine.choose_backend(files, backend)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from crossrank.engine.choice import choose_backend
 
-        Raises:
-            ModelError: the asked backend cannot run these files.
-        """
-        if backend == "auto":
-            return self._auto_backend()
-        if backend == "openvino":
-            if self.openvino_file is None and self.onnx_file is None:
-                raise ModelError(
-                    f"model {self.name!r} has no ONNX graph or OpenVINO IR in {self.folder}; export one with "
-                    "`crossrank models export`"
-                )
-            return "openvino", "asked for"
-        if backend == "onnx" and self.onnx_file is None:
-            raise ModelError(
-                f"model {self.name!r} has no ONNX graph (no model.onnx in {self.folder}); use backend='torch' "
-                "or export one with `crossrank models export`"
-            )
-        if backend == "torch" and not self.has_weights:
-            raise ModelError(
-                f"model {self.name!r} has no Hugging Face weights in {self.folder} (model.safetensors or "
-                "pytorch_model.bin); use backend='onnx'"
-                + (f", or convert it: crossrank models convert {self.builtin} --output DIR" if self.builtin else "")
-            )
-        return backend, "asked for"
-
-    def _auto_backend(self) -> tuple[Literal["onnx", "torch", "openvino"], str]:
-        from crossrank.cpu import cpu_flags, int8_dot_product
-
-        isa = "+".join(sorted(cpu_flags())) or "unknown instruction set"
-        vnni = int8_dot_product()
-        if vnni and has_openvino(runtime_only=True):
-            if self.builtin:
-                builtin = lookup(self.builtin)
-                if builtin is not None and builtin.openvino_ready():
-                    return "openvino", f"the CPU has int8 dot products ({isa}) and the OpenVINO int8 graph is prepared"
-            elif self.openvino_file is not None:
-                return "openvino", f"the CPU has int8 dot products ({isa}) and the folder has an OpenVINO IR"
-        if self.onnx_file is not None:
-            if vnni and self.builtin:
-                why = (
-                    f"the CPU has int8 dot products ({isa}) but the faster OpenVINO int8 graph is not prepared: "
-                    f"`crossrank models prepare {self.builtin}`"
-                    + ("" if has_openvino() else ' (needs pip install "crossrank[openvino]")')
-                )
-                return "onnx", why
-            return "onnx", f"ONNX Runtime is the fastest engine without int8 dot products ({isa})"
-        if self.openvino_file is not None and has_openvino(runtime_only=True):
-            return "openvino", "the folder has only an OpenVINO IR"
-        if self.openvino_file is not None:
-            raise ModelError(
-                f"model {self.name!r} has only an OpenVINO IR in {self.folder}, and OpenVINO is not installed: "
-                'pip install "crossrank[openvino]"'
-            )
-        return self.choose_backend("torch")[0], "the folder has Hugging Face weights only"
+        return choose_backend(self, backend)
 
 
 BackendName = Literal["auto", "onnx", "torch", "openvino"]

@@ -13,17 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossrank.models.registry import lookup
+from crossrank.engine import Backend, load_backend, run_encoded
+from crossrank.models.encoding import PairEncoder
+from crossrank.models.tokenizer import model_max_length
 from crossrank.ranking import ScoredPairs
-from crossrank.rerank.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
-from crossrank.rerank.encoding import PairEncoder
-from crossrank.rerank.engine import run_encoded
 
 if TYPE_CHECKING:
     from crossrank.models.source import ModelFiles
     from crossrank.rerank.config import Activation, ScoringConfig
 
-__all__ = ["SequenceClassifier", "model_max_length"]
+__all__ = ["SequenceClassifier"]
 
 # Pairs are tokenized this many at a time, after a global sort by character length, so memory
 # stays bounded and each chunk's pairs have similar lengths.
@@ -73,7 +72,13 @@ class SequenceClassifier:
         model_max = model_max_length(files.config)
         max_length = min(config.max_length or model_max, model_max)
         encoder = PairEncoder(files.tokenizer_file, max_length=max_length)
-        engine = _make_backend(files, backend, config)
+        engine = load_backend(
+            files,
+            task="sequence-classification",
+            backend=backend,
+            threads=config.threads,
+            options={"instances": config.instances, "precision": config.precision},
+        )
         scorer = cls(
             encoder,
             engine,
@@ -103,11 +108,12 @@ class SequenceClassifier:
                 enc = self.encoder.encode([queries[i] for i in idx], [documents[i] for i in idx])
                 logits[idx] = run_encoded(
                     self.backend,
-                    enc,
+                    enc.tensors(),
+                    enc.lengths,
                     token_budget=self._token_budget,
                     max_batch_size=self._max_batch_size,
+                    pad_values={"input_ids": self.encoder.pad_id},
                     on_batch=tick,
-                    pad_id=self.encoder.pad_id,
                 )
                 truncated[idx] = enc.truncated
                 tokens[idx] = enc.lengths
@@ -139,27 +145,6 @@ class SequenceClassifier:
                 bar.advance(task, n)
 
         return tick
-
-
-def _make_backend(files: ModelFiles, backend: str, config: ScoringConfig) -> Backend:
-    builtin = lookup(files.builtin) if files.builtin else None
-    if backend == "openvino":
-        ov_graph = builtin.openvino_int8() / "model.xml" if builtin else (files.openvino_file or files.onnx_file)
-        assert ov_graph is not None  # pick_backend checked
-        return OpenVinoBackend(ov_graph, files.config, threads=config.threads, precision=config.precision)
-    if backend == "onnx":
-        ort_graph = builtin.optimized_onnx("int8") if builtin is not None else files.onnx_file
-        assert ort_graph is not None  # pick_backend checked
-        return OnnxBackend(ort_graph, files.config, threads=config.threads, instances=config.instances)
-    return TorchBackend(files.folder, files.config, threads=config.threads)
-
-
-def model_max_length(config: Mapping[str, Any]) -> int:
-    """Return the most tokens a model's position embeddings allow (RoBERTa-style models: 2 fewer)."""
-    positions = int(config.get("max_position_embeddings", 512) or 512)
-    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-        positions -= 2  # positions start after the padding index
-    return positions
 
 
 def _labels(config: Mapping[str, Any], num_labels: int) -> tuple[str, ...]:

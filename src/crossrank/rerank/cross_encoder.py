@@ -6,12 +6,13 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from crossrank.documents import document_text
+from crossrank.engine import check_backend_name, choose_backend
 from crossrank.errors import ConfigError, InputError
 from crossrank.models.registry import lookup
 from crossrank.models.source import ModelFiles, resolve
@@ -21,8 +22,8 @@ from crossrank.rerank.config import Activation, ScoringConfig
 from crossrank.rerank.scorer import Scorer, load_scorer
 
 if TYPE_CHECKING:
+    from crossrank.models.encoding import PairEncoder
     from crossrank.rerank.calibration import Calibration
-    from crossrank.rerank.encoding import PairEncoder
 
 __all__ = ["CrossEncoder", "Document", "document_text"]
 
@@ -40,8 +41,9 @@ class CrossEncoder:
             ``.onnx`` file, a Hugging Face hub id, or a :class:`~crossrank.rerank.scorer.Scorer`
             (any model family; :class:`~crossrank.rerank.testing.FakeScorer` for tests).
         backend: ``"openvino"`` (OpenVINO; built-ins run a static int8 graph), ``"onnx"`` (ONNX
-            Runtime), ``"torch"`` (transformers, fp32), or ``"auto"``: the fastest engine for this
-            CPU and these files (see :meth:`~crossrank.models.source.ModelFiles.choose_backend`);
+            Runtime), ``"torch"`` (transformers, fp32), another registered backend
+            (:func:`~crossrank.engine.register_backend`), or ``"auto"``: the fastest engine for this
+            CPU and these files (see :func:`~crossrank.engine.choose_backend`);
             :attr:`backend_reason` says why.
         config: scoring settings; see :class:`ScoringConfig`.
         progress: show a progress bar on long inputs (off by default in library calls).
@@ -71,13 +73,12 @@ class CrossEncoder:
         self,
         model: str | os.PathLike[str] | Scorer = "default",
         *,
-        backend: Literal["auto", "onnx", "torch", "openvino"] = "auto",
+        backend: str = "auto",
         config: ScoringConfig | None = None,
         progress: bool = False,
         calibration: str | os.PathLike[str] | Calibration | None = "auto",
     ) -> None:
-        if backend not in ("auto", "onnx", "torch", "openvino"):
-            raise ConfigError(f"backend must be 'auto', 'onnx', 'torch' or 'openvino' (got {backend!r})")
+        check_backend_name(backend)
         self.progress = progress
         if isinstance(model, (str, os.PathLike)):
             files = resolve(model)
@@ -88,8 +89,7 @@ class CrossEncoder:
                 )
             settings = dict(files.settings.get("scoring", {}))
             config = config or (ScoringConfig.from_dict(settings) if settings else ScoringConfig())
-            self.backend_name: str
-            self.backend_name, self.backend_reason = files.choose_backend(backend)
+            self.backend_name, self.backend_reason = choose_backend(files, backend)
             log.info("%s runs on %s: %s", files.name, self.backend_name, self.backend_reason)
             self.files: ModelFiles | None = files
             if backend == "auto":

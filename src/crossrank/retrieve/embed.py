@@ -19,14 +19,12 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Tokenizer
 
-from crossrank._deps import require
+from crossrank.engine import Backend, check_backend_name, choose_backend, load_backend, plan_batches, run_parallel
 from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.models.registry import lookup
 from crossrank.models.source import ModelFiles, resolve
-from crossrank.rerank.backends import OnnxBackend, OpenVinoBackend, default_threads, uses_token_types
-from crossrank.rerank.engine import plan_batches, run_parallel
+from crossrank.models.tokenizer import load_tokenizer, model_max_length, pad_id
 
 __all__ = ["BiEncoder", "EmbeddingSettings"]
 
@@ -34,8 +32,6 @@ log = logging.getLogger(__name__)
 
 Pooling = Literal["cls", "mean", "max", "lasttoken"]
 _POOLINGS = ("cls", "mean", "max", "lasttoken")
-#: runs a padded batch (``input_ids``, ``attention_mask``, ``token_type_ids``) through the encoder
-_RunFn = Callable[[dict[str, npt.NDArray[np.int64]]], npt.NDArray[np.float32]]
 _BUCKET = 16
 
 
@@ -100,8 +96,7 @@ class BiEncoder:
         max_batch_size: int = 64,
         threads: int | None = None,
     ) -> None:
-        if backend not in ("auto", "openvino", "onnx", "torch"):
-            raise ConfigError(f"backend must be 'auto', 'openvino', 'onnx' or 'torch' (got {backend!r})")
+        check_backend_name(backend)
         self.files: ModelFiles = resolve(model)
         builtin = lookup(self.files.builtin) if self.files.builtin else None
         if builtin is not None and builtin.kind != "bi-encoder":
@@ -110,9 +105,7 @@ class BiEncoder:
                 "model such as 'bge-small-en'"
             )
         base = EmbeddingSettings(**builtin.embedding) if builtin is not None else _read_st_settings(self.files)
-        model_max = int(self.files.config.get("max_position_embeddings", base.max_length) or base.max_length)
-        if self.files.config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
-            model_max -= 2  # position ids start after the padding index
+        model_max = model_max_length(self.files.config, default=base.max_length)
         overrides: dict[str, Any] = {
             k: v
             for k, v in {
@@ -126,32 +119,19 @@ class BiEncoder:
         }
         settings = replace(base, **overrides)
         self.settings = replace(settings, max_length=min(settings.max_length, model_max))
-        if backend == "auto":
-            backend = (
-                self.files.choose_backend("auto")[0] if (self.files.onnx_file or self.files.openvino_file) else "torch"
-            )
-        if backend == "openvino" and self.files.onnx_file is None and self.files.openvino_file is None:
-            raise ModelError(f"model {self.files.name!r} has no ONNX graph or OpenVINO IR in {self.files.folder}")
-        if backend == "onnx" and self.files.onnx_file is None:
-            raise ModelError(f"model {self.files.name!r} has no ONNX graph in {self.files.folder}; use backend='torch'")
-        if backend == "torch" and not self.files.has_weights:
-            raise ModelError(f"model {self.files.name!r} has no Hugging Face weights in {self.files.folder}")
-        self.backend_name = backend
+        self.backend_name = choose_backend(self.files, backend)[0]
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
-        self._tok = Tokenizer.from_file(str(self.files.tokenizer_file))
+        self._tok = load_tokenizer(self.files.tokenizer_file)
         self._tok.no_padding()
         self._tok.enable_truncation(self.settings.max_length)
-        self._pad_id = _pad_id(self._tok)
-        threads = threads or default_threads()
-        self._run: _RunFn
-        self.parallelism = 1
-        if backend == "openvino":
-            self._run, self.dim = self._openvino(threads)
-        elif backend == "onnx":
-            self._run, self.dim = self._onnx(threads)
-        else:
-            self._run, self.dim = self._torch(threads)
+        self._pad_id = pad_id(self._tok)
+        self.backend: Backend = load_backend(
+            self.files, task="feature-extraction", backend=self.backend_name, threads=threads
+        )
+        self.model_file = getattr(self.backend, "model_file", None)
+        self.parallelism = int(getattr(self.backend, "parallelism", 1))
+        self.dim = int(self.backend.num_labels)  # the output's last axis: the vector size
         self.num_truncated = 0
 
     def __repr__(self) -> str:
@@ -229,7 +209,7 @@ class BiEncoder:
                 ids[row, : len(e.ids)] = e.ids
                 mask[row, : len(e.ids)] = 1
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            out[idx] = self._pool(self._run(feed), mask)
+            out[idx] = self._pool(self.backend.run(feed), mask)
             if on_batch is not None:
                 on_batch(idx.size)
 
@@ -262,59 +242,6 @@ class BiEncoder:
         last = mask.sum(axis=1) - 1  # lasttoken: right padding, so the last real token
         lasts: npt.NDArray[np.float32] = hidden[np.arange(hidden.shape[0]), last]
         return lasts
-
-    # ---------------------------------------------------------------- backends
-
-    def _openvino(self, threads: int) -> tuple[_RunFn, int]:
-        builtin = lookup(self.files.builtin) if self.files.builtin else None
-        graph = builtin.openvino_int8() / "model.xml" if builtin else (self.files.openvino_file or self.files.onnx_file)
-        assert graph is not None
-        return self._wrap(OpenVinoBackend(graph, self.files.config, threads=threads))
-
-    def _onnx(self, threads: int) -> tuple[_RunFn, int]:
-        assert self.files.onnx_file is not None
-        builtin = lookup(self.files.builtin) if self.files.builtin else None
-        # a built-in's shipped graph quantizes activations per batch (vectors would depend on batch-mates):
-        # run its fused fp32 graph instead
-        graph = builtin.optimized_onnx("fp32") if builtin is not None else self.files.onnx_file
-        return self._wrap(OnnxBackend(graph, self.files.config, threads=threads))
-
-    def _wrap(self, backend: OnnxBackend | OpenVinoBackend) -> tuple[_RunFn, int]:
-        """Run a cross-encoder backend on a bi-encoder graph: its first output, token vectors (or pooled)."""
-        self.model_file = backend.model_file
-        self.parallelism = backend.parallelism
-        dim = int(backend.num_labels)  # the graph's last output dimension: the vector size
-
-        def run(feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
-            ids = feed["input_ids"]
-            flat = backend.run(ids, feed["attention_mask"], feed["token_type_ids"])  # (n, -1)
-            return flat if flat.shape[1] == dim else flat.reshape(ids.shape[0], ids.shape[1], dim)
-
-        return run, dim
-
-    def _torch(self, threads: int) -> tuple[_RunFn, int]:
-        torch = require("torch", feature=f"bi-encoder {self.files.name!r} (no ONNX graph)")
-        transformers = require("transformers", feature=f"bi-encoder {self.files.name!r} (no ONNX graph)")
-        torch.set_num_threads(threads)
-        try:
-            model = transformers.AutoModel.from_pretrained(str(self.files.folder), dtype=torch.float32).eval()
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelError(f"transformers cannot load {self.files.folder} ({err})") from err
-        use_types = uses_token_types(self.files.config)
-
-        def run(feed: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
-            kwargs = {
-                "input_ids": torch.from_numpy(feed["input_ids"]),
-                "attention_mask": torch.from_numpy(feed["attention_mask"]),
-            }
-            if use_types:
-                kwargs["token_type_ids"] = torch.from_numpy(feed["token_type_ids"])
-            with torch.inference_mode():
-                hidden = model(**kwargs).last_hidden_state
-            out: npt.NDArray[np.float32] = hidden.float().numpy()
-            return out
-
-        return run, int(model.config.hidden_size)
 
 
 def _read_st_settings(files: ModelFiles) -> EmbeddingSettings:
@@ -356,14 +283,6 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelError(f"{path} is not valid JSON ({err}); restore it from the model's source") from err
-
-
-def _pad_id(tok: Tokenizer) -> int:
-    for name in ("[PAD]", "<pad>", "<|padding|>", "<|endoftext|>"):
-        tid = tok.token_to_id(name)
-        if tid is not None:
-            return int(tid)
-    return 0
 
 
 def _sha256_head(path: Path) -> str:

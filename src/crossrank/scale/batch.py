@@ -261,7 +261,7 @@ class _Scorer:
 
         self.ce = CrossEncoder(
             model,
-            backend=backend,  # type: ignore[arg-type]
+            backend=backend,
             config=ScoringConfig(max_length=max_length, threads=threads),
         )
         self.ce.relevance_column  # noqa: B018 - a multi-label model without a relevance label fails at start

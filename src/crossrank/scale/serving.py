@@ -145,7 +145,7 @@ class CrossrankReplica:
 
         reranker = CrossEncoder(
             model,
-            backend=backend,  # type: ignore[arg-type]
+            backend=backend,
             config=ScoringConfig(max_length=max_length, threads=threads),
         )
         self._app = create_app(reranker, index=index, config=config, api_keys=api_keys, batcher=RayServeBatcher)

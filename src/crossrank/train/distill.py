@@ -230,7 +230,7 @@ def pruned_student(
     :func:`crossrank.models.hf.prune_heads`, so the student loads on transformers 4 and 5 alike.
     All layers are kept, so the student keeps the teacher's depth
     and residual stream; a layer with 6 of 12 heads and half its FFN neurons costs about half.
-    The pairs are encoded by the same :class:`~crossrank.rerank.encoding.PairEncoder` as
+    The pairs are encoded by the same :class:`~crossrank.models.encoding.PairEncoder` as
     training and inference. The importances are saved in ``prune.json`` beside the weights.
 
     Raises:
@@ -241,7 +241,7 @@ def pruned_student(
 
     torch = require("torch", feature="distillation")
     require("transformers", feature="distillation")
-    from crossrank.rerank.encoding import PairEncoder
+    from crossrank.models.encoding import PairEncoder
 
     out = Path(output)
     folder = _teacher_folder(teacher, out)

@@ -23,7 +23,7 @@ def dev_value(model: str | os.PathLike[str], dev: DevSet, *, backend: str = "aut
     """Return ``dev.measure`` of ``model`` (any crossrank model source) reranking the dev candidates."""
     from crossrank.rerank.cross_encoder import CrossEncoder
 
-    ce = CrossEncoder(model, backend=backend, calibration=None)  # type: ignore[arg-type]
+    ce = CrossEncoder(model, backend=backend, calibration=None)
     keys = dev_pairs(dev)
     scores = ce.score([(dev.queries[q], dev.documents[d]) for q, d in keys], activation="none")
     return dev_measure(dev, keys, scores.tolist())

@@ -1,7 +1,7 @@
 """Fine-tune a cross-encoder in plain torch: AdamW, warmup and linear decay, accumulation, bf16,
 seeded runs, checkpoints that survive a kill, evaluation on a dev set, and export at the end.
 
-Pairs are tokenized by :class:`~crossrank.rerank.encoding.PairEncoder`, the same function
+Pairs are tokenized by :class:`~crossrank.models.encoding.PairEncoder`, the same function
 inference uses, so a model is trained on exactly what it will be served.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from crossrank._deps import require
 from crossrank.cpu import available_cores
 from crossrank.errors import ConfigError, InputError, ModelError
-from crossrank.rerank.encoding import PairEncoder
+from crossrank.models.encoding import PairEncoder
 from crossrank.train.data import Group, check_groups
 from crossrank.train.losses import LOSSES
 
