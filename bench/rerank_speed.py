@@ -40,6 +40,8 @@ SYSTEMS = {
     "crossrank-onnx": "(d) crossrank backend='onnx' (ONNX Runtime, fused graph, dynamic int8)",
     "crossrank-openvino": "(d) crossrank backend='openvino' (static int8 OpenVINO graph)",
     "crossrank-previous": "(e) crossrank-default as of --compare-commit, run from that commit's src/",
+    "crossrank-previous-onnx": "(e) crossrank-onnx as of --compare-commit",
+    "crossrank-previous-openvino": "(e) crossrank-openvino as of --compare-commit",
 }
 ST_SYSTEMS = ("st-torch-fp32", "st-onnx-int8", "st-openvino-int8")
 
@@ -312,7 +314,7 @@ def main() -> None:
         p.error(f"unknown systems {sorted(unknown)}; choose from {list(SYSTEMS)}")
     if args.compare_commit and "crossrank-previous" not in only:
         only.append("crossrank-previous")
-    if "crossrank-previous" in only and not args.compare_commit:
+    if any(s.startswith("crossrank-previous") for s in only) and not args.compare_commit:
         p.error("crossrank-previous needs --compare-commit REV")
     prepare(only)
     before = machine()
@@ -321,11 +323,11 @@ def main() -> None:
     for name in only:
         env = dict(os.environ)
         worker_name = name
-        if name == "crossrank-previous":
+        if name.startswith("crossrank-previous"):
             src = _checkout(args.compare_commit)
             env["PYTHONPATH"] = str(src / "src")
             env["CROSSRANK_CACHE"] = str(WORK / f"cache-{args.compare_commit.replace('/', '_')}")
-            worker_name = "crossrank-default"
+            worker_name = "crossrank-" + (name.removeprefix("crossrank-previous").lstrip("-") or "default")
         cmd = [
             sys.executable,
             __file__,
