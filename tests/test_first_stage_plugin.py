@@ -116,6 +116,8 @@ def test_server_searches_a_first_stage(engine: DictEngine, default_model: CrossE
     assert card["search"]["documents"] == len(engine) and card["search"]["default_retriever"] == "dict-engine"
     with pytest.raises(ConfigError, match="not both"):
         create_app(default_model, index=ROOT, first_stage=engine)
+    refused = CliRunner().invoke(app, ["serve", "--first-stage", ENGINE, "--index", str(ROOT)])
+    assert refused.exit_code == 2 and "served alone" in refused.output
 
 
 def test_load_first_stage_explains_what_is_wrong(tmp_path: Path) -> None:
