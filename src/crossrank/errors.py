@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CrossrankError",
+    "IndexStateError",
     "InputError",
     "MissingDependencyError",
     "ModelError",
@@ -27,6 +28,13 @@ class ConfigError(CrossrankError, ValueError):
 
 class InputError(CrossrankError, ValueError):
     """A query, document, pair or input file is malformed."""
+
+
+class IndexStateError(InputError):
+    """An index folder is missing, incomplete, damaged, busy, or built differently from what was asked.
+
+    It is an :class:`InputError` (and so a ``ValueError``): the index is an input the caller names.
+    """
 
 
 class ModelNotFoundError(CrossrankError, LookupError):

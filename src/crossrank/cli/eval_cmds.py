@@ -74,7 +74,15 @@ def eval_runs(
     ),
     tolerance: Annotated[float, typer.Option(help="Knee: smallest depth within this of the best quality.")] = 0.005,
     pipeline: Annotated[
-        Path | None, typer.Option(help="TOML with any of: run, index, retriever, model, depth, rel, measures.")
+        Path | None,
+        typer.Option(help="TOML with any of: run, index, first_stage, retriever, model, depth, rel, measures."),
+    ] = None,
+    first_stage: Annotated[
+        str | None,
+        typer.Option(
+            help="With --data: search its queries with this first stage (module:attr or file.py:attr, "
+            "also a document store) for the first --run."
+        ),
     ] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "",
 ) -> None:
@@ -96,10 +104,16 @@ def eval_runs(
         measures = str(cfg.get("measures", measures))
         if not run and "run" in cfg:
             run = [Path(cfg["run"])]
+        first_stage = first_stage or cfg.get("first_stage")
         if not run and "index" in cfg:
             if data is None:
                 raise InputError("a pipeline with an index needs --data (the queries to search)")
             run = [_first_stage_from_index(cfg, data, depth)]
+    if first_stage is not None and not run:
+        if data is None:
+            raise InputError("--first-stage needs --data (the queries to search)")
+        base = pipeline.parent if pipeline is not None else None
+        run = [_first_stage_from_index({"first_stage": first_stage, "base": base}, data, depth)]
     if data is not None and qrels is None:
         from crossrank.io import beir_qrels_path
 
@@ -152,7 +166,9 @@ def _read_pipeline(path: Path) -> dict[str, Any]:
     from crossrank.io import read_toml
 
     cfg = read_toml(
-        path, what="pipeline file", allowed=("run", "index", "retriever", "model", "depth", "rel", "measures")
+        path,
+        what="pipeline file",
+        allowed=("run", "index", "first_stage", "retriever", "model", "depth", "rel", "measures"),
     )
     base = path.parent
     for key in ("run", "index"):
@@ -162,13 +178,17 @@ def _read_pipeline(path: Path) -> dict[str, Any]:
 
 
 def _first_stage_from_index(cfg: dict[str, Any], data: Path, depth: int) -> Path:
-    """Run the pipeline's first stage over --data's queries and return the TREC run it wrote."""
+    """Run the pipeline's first stage (an index, or ``first_stage``) over --data's queries; return the run written."""
     import tempfile
 
     from crossrank.io import read_beir_queries
     from crossrank.retrieve.pipeline import Pipeline
+    from crossrank.retrieve.plugins import load_first_stage
 
-    pipe = Pipeline(cfg["index"], reranker=None)
+    if "index" in cfg:
+        pipe = Pipeline(cfg["index"], reranker=None)
+    else:
+        pipe = Pipeline(load_first_stage(cfg["first_stage"], base=cfg.get("base")), reranker=None)
     queries = read_beir_queries(data / "queries.jsonl")
     results = pipe.search_many(queries, k=depth, depth=depth, retriever=cfg.get("retriever"), rerank=False)
     out = Path(tempfile.mkdtemp(prefix="crossrank-eval-")) / f"{cfg.get('retriever') or 'first-stage'}.trec"

@@ -68,9 +68,9 @@ def index_build(
         retriever=_retriever(retriever),
         bm25=settings,
         dense_model=dense_model,
-        dtype=dtype,  # type: ignore[arg-type]
-        ann=ann,  # type: ignore[arg-type]
-        fusion=fusion,  # type: ignore[arg-type]
+        dtype=dtype,
+        ann=ann,
+        fusion=fusion,
         dense_weight=dense_weight,
         on_error="skip" if skip_bad else "raise",
         overwrite=overwrite,
@@ -205,7 +205,14 @@ def index_verify(
 @app.command()
 @_cli_errors
 def search(
-    index: IndexOpt,
+    index: Annotated[Path | None, typer.Option("--index", "-i", help="The index folder.")] = None,
+    first_stage: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --index: a first stage and document store, as module:attr or file.py:attr "
+            "(an object with retrieve(queries, k) and get(ids), or a class making one)."
+        ),
+    ] = None,
     query: Annotated[str | None, typer.Argument(help="A free-text query: prints a table.")] = None,
     queries: Annotated[Path | None, typer.Option(help="Queries (BEIR queries.jsonl): writes a TREC run.")] = None,
     k: Annotated[int, typer.Option(help="Results per query.")] = 10,
@@ -226,9 +233,12 @@ def search(
     batch_size: Annotated[int, typer.Option(help="Queries searched together.")] = 32,
     progress: ProgressOpt = True,
 ) -> None:
-    """Search an index: first stage, then the cross-encoder on the top --depth."""
+    """Search an index (or another first stage): first stage, then the cross-encoder on the top --depth."""
     from crossrank.retrieve.pipeline import Pipeline, check_depth
+    from crossrank.retrieve.plugins import load_first_stage
 
+    if (index is None) == (first_stage is None):
+        raise InputError("give either --index DIR or --first-stage module:attr")
     if (query is None) == (queries is None):
         raise InputError('give either a query ("free text") or --queries FILE')
     if queries is not None and output is None:
@@ -237,7 +247,8 @@ def search(
         raise InputError(f"--format must be table or jsonl (got {fmt!r})")
     if rerank:
         check_depth(k, depth)  # before loading anything; the pipeline checks it again
-    pipe = Pipeline(index, reranker=model if rerank else None, rerank_weight=rerank_weight, blend=blend)  # type: ignore[arg-type]
+    stage = index if index is not None else load_first_stage(str(first_stage))
+    pipe = Pipeline(stage, reranker=model if rerank else None, rerank_weight=rerank_weight, blend=blend)  # type: ignore[arg-type]
     ret = _retriever(retriever)
     if query is not None:
         result = pipe.search(query, k=k, depth=depth, retriever=ret, rerank=rerank)
@@ -252,7 +263,7 @@ def search(
     qs = read_beir_queries(queries)
     if not qs:
         raise InputError(f"{queries} holds no queries")
-    tag = f"crossrank-{ret or pipe.index.default_retriever}" + ("-rerank" if rerank else "")
+    tag = f"crossrank-{ret or pipe.default_retriever}" + ("-rerank" if rerank else "")
     out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
     lines = 0
     try:

@@ -22,6 +22,13 @@ def serve(
     index: Annotated[
         Path | None, typer.Option("--index", "-i", help="An index folder to serve POST /v1/search over.")
     ] = None,
+    first_stage: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --index: a first stage and document store to serve POST /v1/search over, "
+            "as module:attr or file.py:attr (--engine local)."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.")] = (
         "127.0.0.1"
     ),
@@ -133,6 +140,8 @@ def serve(
         )
     if engine not in ("local", "ray"):
         raise InputError(f"--engine must be local or ray (got {engine!r})")
+    if first_stage is not None and (index is not None or engine != "local"):
+        raise InputError("--first-stage is served alone (not with --index), with --engine local")
     if engine == "ray":
         from crossrank.scale.serving import deployment_options, serve_on_ray
 
@@ -158,8 +167,11 @@ def serve(
             address=address,
         )
         return
+    from crossrank.retrieve.plugins import load_first_stage
+
+    stage = load_first_stage(first_stage) if first_stage is not None else None
     reranker = _load(model, backend, max_length, progress=False)
-    web_app = create_app(reranker, index=index, config=config, api_keys=keys)
+    web_app = create_app(reranker, index=index, first_stage=stage, config=config, api_keys=keys)
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s with no API keys: anyone who can reach it can use it", host)
     log.info("crossrank serving %s on http://%s:%d%s", reranker.name, host, port, " (API keys on)" if keys else "")

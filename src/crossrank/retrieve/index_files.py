@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from crossrank.errors import InputError
+from crossrank.errors import IndexStateError
 
 __all__ = [
     "FORMAT",
@@ -55,11 +55,11 @@ _READ_ERRORS = (
 )  # fmt: skip
 
 
-class IndexError_(InputError):
-    """The index folder is missing, incomplete, damaged, busy, or built differently from what was asked."""
+#: the former name of :class:`~crossrank.errors.IndexStateError`, kept so existing imports work
+IndexError_ = IndexStateError
 
 
-class IndexDamagedError(IndexError_):
+class IndexDamagedError(IndexStateError):
     """A file of the index is missing, unreadable, or disagrees with the manifest.
 
     The message is one line: ``index DIR is damaged: FILE PROBLEM; rebuild it ... or restore it
@@ -88,7 +88,7 @@ def reading(folder: Path, file: str) -> Iterator[None]:
     """Turn any failure to read or parse ``file`` (relative to ``folder``) into :class:`IndexDamagedError`."""
     try:
         yield
-    except IndexError_:
+    except IndexStateError:
         raise
     except FileNotFoundError as err:
         raise IndexDamagedError(folder, file, "is missing") from err
@@ -106,21 +106,23 @@ def read_current(folder: Path) -> str:
     """Return the name of the current generation, from ``folder/CURRENT``.
 
     Raises:
-        IndexError_: no index in ``folder``, or an interrupted first build.
+        IndexStateError: no index in ``folder``, or an interrupted first build.
         IndexDamagedError: ``CURRENT`` is unreadable or names no generation.
     """
     current = folder / "CURRENT"
     if not folder.is_dir():
-        raise IndexError_(f"no index at {folder}: the folder does not exist; build one with `crossrank index build`")
+        raise IndexStateError(
+            f"no index at {folder}: the folder does not exist; build one with `crossrank index build`"
+        )
     try:
         raw = current.read_bytes()
     except FileNotFoundError:
         if any(p.name.startswith((".tmp-", "gen-", "segments")) for p in folder.iterdir()):
-            raise IndexError_(
+            raise IndexStateError(
                 f"{folder} holds no complete index: a build was interrupted before it finished. Build it again "
                 "(crossrank index build ... --overwrite)"
             ) from None
-        raise IndexError_(
+        raise IndexStateError(
             f"{folder} is not a crossrank index (no CURRENT file); build one with `crossrank index build`"
         ) from None
     except OSError as err:
@@ -138,7 +140,7 @@ def peek_current(folder: Path) -> str | None:
     """Return the name ``CURRENT`` holds now, or ``None`` when it cannot be read."""
     try:
         return read_current(folder)
-    except IndexError_:
+    except IndexStateError:
         return None
 
 
@@ -151,7 +153,7 @@ def open_current(folder: Path, load: Callable[[str], T]) -> T:
 
     Raises:
         IndexDamagedError: the current generation is damaged.
-        IndexError_: no index, or ``CURRENT`` changed on each of 20 attempts.
+        IndexStateError: no index, or ``CURRENT`` changed on each of 20 attempts.
     """
     for _ in range(OPEN_ATTEMPTS):
         name = read_current(folder)
@@ -160,7 +162,7 @@ def open_current(folder: Path, load: Callable[[str], T]) -> T:
         except IndexDamagedError:
             if peek_current(folder) == name:
                 raise
-    raise IndexError_(
+    raise IndexStateError(
         f"index {folder} was replaced by a write {OPEN_ATTEMPTS} times while it was being opened; open it again"
     )
 
@@ -170,7 +172,7 @@ def read_manifest(folder: Path, generation: str) -> dict[str, Any]:
 
     Raises:
         IndexDamagedError: the manifest is missing, not UTF-8 JSON, or lacks or mistypes a field.
-        IndexError_: the index has another format version.
+        IndexStateError: the index has another format version.
     """
     file = f"{generation}/manifest.json"
     with reading(folder, file):
@@ -187,7 +189,7 @@ def read_manifest(folder: Path, generation: str) -> dict[str, Any]:
         raise IndexDamagedError(folder, file, f"holds a JSON {_json_type(manifest)}, not an object")
     fmt = manifest.get("format")
     if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt != FORMAT:
-        raise IndexError_(f"index {folder} has format {fmt}; this crossrank reads format {FORMAT}; rebuild it")
+        raise IndexStateError(f"index {folder} has format {fmt}; this crossrank reads format {FORMAT}; rebuild it")
     try:
         _check_manifest(manifest, generation)
     except _Bad as err:

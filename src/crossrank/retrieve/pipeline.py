@@ -1,4 +1,8 @@
-"""The two-stage pipeline: a first stage finds candidates, the cross-encoder reorders the top of them."""
+"""The two-stage pipeline: a first stage finds candidates, the cross-encoder reorders the top of them.
+
+The first stage is any :class:`~crossrank.retrieve.protocols.FirstStage` (ids and scores) and the
+texts come from any :class:`~crossrank.retrieve.protocols.DocumentStore`; an :class:`Index` is both.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crossrank.errors import InputError
+from crossrank.errors import ConfigError, InputError
 from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.fusion import minmax
 from crossrank.retrieve.index import Index, Retriever
+from crossrank.retrieve.protocols import DocumentStore, FirstStage, Retrieved, stage_name
 
 __all__ = ["Blend", "Pipeline", "SearchHit", "SearchResult", "check_depth"]
 
@@ -88,7 +93,8 @@ class SearchResult:
     Attributes:
         query: the query text.
         hits: the top ``k``, best first.
-        retriever: the first stage that ran.
+        retriever: the first stage that ran (an index's ``bm25``, ``dense``, ``hybrid``, or another
+            first stage's name).
         reranked: whether the cross-encoder reordered the candidates.
         depth: how many first-stage candidates were reranked.
         timings_ms: milliseconds per stage: ``first_stage``, ``fetch`` (reading texts), ``rerank``, ``total``.
@@ -122,10 +128,11 @@ class SearchResult:
 
 
 class Pipeline:
-    """Retrieve with an index's first stage, then rerank the top ``depth`` with a cross-encoder.
+    """Retrieve with a first stage, then rerank the top ``depth`` with a cross-encoder.
 
     Args:
-        index: an opened :class:`Index`, or its folder.
+        first_stage: an opened :class:`Index` (or its folder), whose first stages are picked per
+            search with ``retriever=``; or any :class:`~crossrank.retrieve.protocols.FirstStage`.
         reranker: a :class:`CrossEncoder`, a model name for one (``"default"``), or ``None`` for
             first-stage results only.
         rerank_weight: the cross-encoder's share of the final score (1.0: the cross-encoder's
@@ -133,18 +140,26 @@ class Pipeline:
         blend: how the cross-encoder's scores enter a blend (``rerank_weight < 1``):
             ``"probability"`` (its probability of relevance, as is) or ``"minmax"`` (its scores
             stretched to [0, 1] over each query's candidates); see :meth:`search_many`.
+        store: where the candidates' texts come from; by default the index, or the first stage
+            itself when it is also a :class:`~crossrank.retrieve.protocols.DocumentStore`.
+
+    Raises:
+        ConfigError: the first stage is neither an index nor a first stage, or no store was given
+            for a first stage that is not one.
 
     Example:
         >>> pipe = Pipeline("my-index", reranker="default")  # doctest: +SKIP
         >>> result = pipe.search("what is a cat", k=10, depth=100)  # doctest: +SKIP
         >>> result.hits[0].doc_id, result.timings_ms  # doctest: +SKIP
+        >>> Pipeline(my_first_stage, reranker="default", store=my_store)  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        index: Index | str | os.PathLike[str],
+        first_stage: Index | FirstStage | str | os.PathLike[str],
         reranker: CrossEncoder | str | os.PathLike[str] | None = "default",
         *,
+        store: DocumentStore | None = None,
         rerank_weight: float = 1.0,
         blend: Blend = "probability",
     ) -> None:
@@ -152,8 +167,49 @@ class Pipeline:
             raise InputError(f"rerank_weight must be within [0, 1] (got {rerank_weight})")
         self.rerank_weight = rerank_weight
         self.blend = _check_blend(blend)
-        self.index = index if isinstance(index, Index) else Index.open(index)
+        if isinstance(first_stage, (str, os.PathLike)):
+            first_stage = Index.open(first_stage)
+        #: the index searched, or ``None`` when the first stage is another kind
+        self.index: Index | None = first_stage if isinstance(first_stage, Index) else None
+        if self.index is None and not isinstance(first_stage, FirstStage):
+            raise ConfigError(
+                "first_stage must be an Index, an index folder, or a FirstStage (an object with "
+                f"retrieve(queries, k) returning ids and scores); got {type(first_stage).__name__}"
+            )
+        self.first_stage: Index | FirstStage = first_stage
+        if store is None:
+            if self.index is not None:
+                store = self.index
+            elif isinstance(first_stage, DocumentStore):
+                store = first_stage
+            else:
+                raise ConfigError(
+                    f"first stage {stage_name(first_stage)!r} returns ids only; pass store= (a DocumentStore: "
+                    "an object with get(ids) returning records) to read the documents' texts"
+                )
+        self.store: DocumentStore = store
         self.reranker = CrossEncoder(reranker) if isinstance(reranker, (str, os.PathLike)) else reranker
+
+    @property
+    def default_retriever(self) -> str:
+        """Return the name of the first stage a search runs when it names none."""
+        return self.index.default_retriever if self.index is not None else stage_name(self.first_stage)
+
+    def _stage(self, retriever: str | None, fusion: Literal["rrf", "interpolate"] | None) -> tuple[FirstStage, str]:
+        """Return the first stage a search runs, and its name."""
+        if self.index is not None:
+            name = retriever or self.index.default_retriever
+            return self.index.first_stage(name, fusion=fusion), name  # type: ignore[arg-type]
+        assert isinstance(self.first_stage, FirstStage)
+        name = stage_name(self.first_stage)
+        if retriever is not None and retriever != name:
+            raise ConfigError(
+                f"this pipeline's first stage is {name!r}; it cannot run retriever {retriever!r} "
+                "(retriever= picks among an index's first stages)"
+            )
+        if fusion is not None:
+            raise ConfigError(f"fusion= picks how an index's hybrid fuses; first stage {name!r} is not an index's")
+        return self.first_stage, name
 
     def _blend_scores(self, ce: np.ndarray, mode: Blend) -> np.ndarray:
         """The cross-encoder's part of a blend: its probabilities as they are, or min-max scaled."""
@@ -258,13 +314,17 @@ class Pipeline:
         if do_rerank:
             check_depth(k, depth)
         pool = depth if do_rerank else k
-        retriever = retriever or self.index.default_retriever
+        stage, stage_ran = self._stage(retriever, fusion)
         n = max(len(texts), 1)
 
         t0 = time.perf_counter()
-        cands = self.index.retrieve(texts, k=pool, retriever=retriever, fusion=fusion)
+        found = stage.retrieve(texts, pool)
         t1 = time.perf_counter()
-        records = [self.index.documents(c.slots[: depth if do_rerank else k]) for c in cands]
+        cands, records = [], []
+        for c in found:
+            cand, recs = self._fetch(c, depth if do_rerank else k)
+            cands.append(cand)
+            records.append(recs)
         t2 = time.perf_counter()
         rerank_ms = 0.0
         results = []
@@ -312,7 +372,7 @@ class Pipeline:
                 SearchResult(
                     query=text,
                     hits=tuple(hits),
-                    retriever=retriever,
+                    retriever=stage_ran,
                     reranked=do_rerank,
                     depth=min(depth, len(cand)) if do_rerank else 0,
                     timings_ms=timings,
@@ -320,3 +380,18 @@ class Pipeline:
                 )
             )
         return results
+
+    def _fetch(self, found: Retrieved, n: int) -> tuple[Retrieved, list[dict[str, Any]]]:
+        """Return the first ``n`` candidates whose records the store has, and those records, in order.
+
+        A document the store no longer has (deleted since the first stage ran) is left out.
+        """
+        ids = list(found.doc_ids[:n])
+        got = self.store.get(ids)
+        keep = [i for i, rec in enumerate(got) if rec is not None]
+        if len(keep) == len(ids):
+            return found, [dict(r) for r in got if r is not None]
+        return (
+            Retrieved(tuple(ids[i] for i in keep), found.scores[keep]),
+            [dict(got[i]) for i in keep],  # type: ignore[arg-type]
+        )

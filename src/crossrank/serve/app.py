@@ -30,6 +30,7 @@ from crossrank.rerank.config import Activation
 from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.index import Index
 from crossrank.retrieve.pipeline import Pipeline, check_depth
+from crossrank.retrieve.protocols import DocumentStore, FirstStage
 from crossrank.serve.batcher import Batcher, PairsResult, PairsWork, SearchOutcome, SearchWork
 from crossrank.serve.config import ApiKeys, ServeConfig
 from crossrank.serve.errors import (
@@ -111,6 +112,8 @@ def create_app(
     model: CrossEncoder | str | os.PathLike[str] = "default",
     *,
     index: Index | str | os.PathLike[str] | None = None,
+    first_stage: FirstStage | None = None,
+    store: DocumentStore | None = None,
     config: ServeConfig | None = None,
     api_keys: ApiKeys | None = None,
     batcher: Callable[[ServedModel, ServeConfig, Metrics], Batcher] = Batcher,
@@ -123,6 +126,10 @@ def create_app(
     Args:
         model: the cross-encoder, or what to load it from.
         index: an index (or its folder) for ``POST /v1/search``; ``None`` serves no search.
+        first_stage: instead of an index, any first stage for ``POST /v1/search`` (see
+            :class:`~crossrank.retrieve.protocols.FirstStage`).
+        store: where ``first_stage``'s documents' texts come from; by default the first stage itself
+            (see :class:`~crossrank.retrieve.pipeline.Pipeline`).
         config: limits, batching, timeouts and CORS; see :class:`ServeConfig`.
         api_keys: keys accepted as ``Authorization: Bearer``; ``None`` turns authentication off.
         batcher: what merges concurrent requests into model calls: the built-in :class:`Batcher`
@@ -139,9 +146,13 @@ def create_app(
     """
     config = config or ServeConfig()
     reranker = model if isinstance(model, CrossEncoder) else CrossEncoder(model)
+    if index is not None and first_stage is not None:
+        raise ConfigError("serve an index or another first stage, not both (got index= and first_stage=)")
     pipeline = None
     if index is not None:
         pipeline = Pipeline(index if isinstance(index, Index) else Index.open(index), reranker=reranker)
+    elif first_stage is not None:
+        pipeline = Pipeline(first_stage, reranker=reranker, store=store)
     served = ServedModel(reranker, pipeline)
     served.warm_up()
     metrics = Metrics()

@@ -31,6 +31,8 @@ _Stamp = tuple[int, int, int, int]
 class FollowedPipeline:
     """A pipeline whose index is reopened on the newest generation when a write commits one.
 
+    A pipeline over another kind of first stage is served as it is.
+
     Args:
         pipeline: the pipeline to serve; its index is never closed here (its owner closes it).
     """
@@ -67,6 +69,7 @@ class FollowedPipeline:
             self._release(pipeline)
 
     def _release(self, pipeline: Pipeline) -> None:
+        """Count a search on ``pipeline`` done; close its index if it was replaced and this was the last."""
         with self._lock:
             left = self._uses[id(pipeline)] - 1
             if left:
@@ -76,10 +79,12 @@ class FollowedPipeline:
             close = pipeline is not self._current and id(pipeline) in self._owned
             if close:
                 self._owned.discard(id(pipeline))
-        if close:
+        if close and pipeline.index is not None:
             pipeline.index.close()
 
     def _refresh(self) -> None:
+        if self._current.index is None:  # a first stage other than an index: no folder to follow
+            return
         folder = self._current.index.folder
         stamp = _stamp(folder)
         if stamp is not None and stamp == self._stamp:
@@ -88,6 +93,7 @@ class FollowedPipeline:
             if stamp is not None and stamp == self._stamp:
                 return  # another thread reopened it meanwhile
             old = self._current
+            assert old.index is not None
             if read_current(folder) == old.index.generation:  # read after the stat: a later write changes both
                 self._stamp = stamp
                 return

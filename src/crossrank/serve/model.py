@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,9 @@ class ServedModel:
 
     Args:
         reranker: the cross-encoder; it is used from one thread at a time (the batcher's).
-        pipeline: a pipeline whose reranker is ``reranker``, for ``/v1/search``; or ``None``. Its
-            index follows the writes to its folder (see :mod:`crossrank.serve.follow`).
+        pipeline: a pipeline whose reranker is ``reranker``, for ``/v1/search``; or ``None``. An
+            index follows the writes to its folder (see :mod:`crossrank.serve.follow`); any other
+            first stage is searched as it is.
     """
 
     def __init__(self, reranker: CrossEncoder, pipeline: Pipeline | None = None) -> None:
@@ -181,17 +182,35 @@ class ServedModel:
             "labels": list(self.labels),
             "backend": self.reranker.backend_name,
             # the folder's name only: where the server's files lie is no client's business
-            "index": Path(self.pipeline.index.folder).name if self.pipeline is not None else None,
+            "index": self._index_name(),
             "size_mb": round(self.size_bytes / 1e6, 1),
             "pairs_per_s": _round(self.pairs_per_s),
             "pairs_per_s_served": _round(self.served_pairs_per_s),
         }
 
-    def describe_index(self) -> dict[str, Any] | None:
-        """Return JSON-ready facts about the served index: documents and first stages; ``None`` without one."""
-        if self.pipeline is None:
+    def _index_name(self) -> str | None:
+        """Return the served index's folder name, or the name of another first stage; ``None`` without search."""
+        pipeline = self.pipeline
+        if pipeline is None:
             return None
-        index = self.pipeline.index
+        return Path(pipeline.index.folder).name if pipeline.index is not None else pipeline.default_retriever
+
+    def describe_index(self) -> dict[str, Any] | None:
+        """Return JSON-ready facts about the served index: documents and first stages; ``None`` without one.
+
+        A first stage other than an index reports its name, and its documents when it has a length.
+        """
+        pipeline = self.pipeline
+        if pipeline is None:
+            return None
+        index = pipeline.index
+        if index is None:
+            stage = pipeline.first_stage
+            return {
+                "documents": len(stage) if isinstance(stage, Sized) else None,
+                "retrievers": [pipeline.default_retriever],
+                "default_retriever": pipeline.default_retriever,
+            }
         return {
             "documents": len(index),
             "retrievers": list(index.retrievers),

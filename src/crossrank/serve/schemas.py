@@ -329,8 +329,10 @@ class SearchResponse(BaseModel):
 class SearchInfo(BaseModel):
     """The index ``/v1/search`` runs over, and its limits."""
 
-    documents: int = Field(description="Documents in the index.")
-    retrievers: list[str] = Field(description="First stages the index can run: bm25, dense, hybrid.")
+    documents: int | None = Field(description="Documents in the index; null when the first stage does not say.")
+    retrievers: list[str] = Field(
+        description="First stages the index can run: bm25, dense, hybrid (or the name of the served first stage)."
+    )
     default_retriever: str = Field(description="The first stage used when a search names none.")
     max_k: int = Field(description="Most results one search may ask for.")
     max_depth: int = Field(description="Most first-stage candidates one search may rerank.")

@@ -255,7 +255,7 @@ def corpus_candidates(
     from crossrank.retrieve.index import Index
 
     with tempfile.TemporaryDirectory(prefix="crossrank-candidates-") as tmp:
-        index = Index.build(Path(tmp) / retriever, corpus_file, retriever=retriever)  # type: ignore[arg-type]
+        index = Index.build(Path(tmp) / retriever, corpus_file, retriever=retriever)
         try:
             return first_stage_candidates(index, queries, depth=depth, retriever=retriever)
         finally:
