@@ -68,8 +68,8 @@ def main() -> None:
 
     from crossrank import CrossEncoder, ScoringConfig
     from crossrank.io import read_beir_queries, read_jsonl, read_qrels
+    from crossrank.pipeline import Pipeline
     from crossrank.retrieve.index import Index
-    from crossrank.retrieve.pipeline import Pipeline
 
     # scores persist in SQLite: a rerun (or the dev-set sweep) scores each pair once
     ce = CrossEncoder("default", config=ScoringConfig(cache_size=200_000, cache_dir=WORK / "ce-cache"))

@@ -172,7 +172,7 @@ def test_search_refuses_a_depth_below_k_in_the_cli_the_library_and_the_server(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from crossrank.retrieve.pipeline import Pipeline
+    from crossrank.pipeline import Pipeline
     from crossrank.serve import create_app
 
     query = "how long is life cycle of flea"

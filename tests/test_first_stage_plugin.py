@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from crossrank import CrossEncoder
 from crossrank.cli.app import app
 from crossrank.errors import ConfigError
-from crossrank.retrieve.pipeline import Pipeline
+from crossrank.pipeline import Pipeline
 from crossrank.retrieve.plugins import load_first_stage
 from crossrank.serve import ServeConfig, create_app
 from dict_engine import DictEngine

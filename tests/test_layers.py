@@ -135,7 +135,8 @@ def test_every_name_a_module_exports_exists(path: Path) -> None:
     declared = [
         node
         for node in tree.body
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets))
+        or (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "__all__")
     ]
     if not declared:
         assert (
@@ -170,3 +171,12 @@ def test_the_library_leaves_logging_and_the_environment_to_the_application() -> 
             ):
                 wrong.append(f"{where} calls {ast.unparse(node.func)}")
     assert not wrong, "\n".join(sorted(set(wrong)))
+
+
+def test_the_pipeline_moved_above_both_stages_and_its_old_path_warns() -> None:
+    import crossrank.pipeline
+    import crossrank.retrieve.pipeline as old
+
+    with pytest.warns(DeprecationWarning, match="crossrank.pipeline.Pipeline"):
+        moved = old.Pipeline
+    assert moved is crossrank.pipeline.Pipeline is crossrank.Pipeline

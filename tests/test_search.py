@@ -11,9 +11,9 @@ import pytest
 from crossrank import CrossEncoder, ScoringConfig
 from crossrank.errors import InputError
 from crossrank.io import read_trec_run
+from crossrank.pipeline import Pipeline
 from crossrank.retrieve.fusion import Candidates, fuse_interpolate, fuse_rrf
 from crossrank.retrieve.index import Index
-from crossrank.retrieve.pipeline import Pipeline
 from test_cli import crossrank
 
 QUERY = "the use of computers in libraries"

@@ -603,7 +603,7 @@ def test_config_validates_and_round_trips() -> None:
 
 
 def test_search_runs_the_pipeline(default_model: CrossEncoder, dl19_index: Any) -> None:
-    from crossrank.retrieve.pipeline import Pipeline
+    from crossrank.pipeline import Pipeline
 
     index = dl19_index
     queries = list(read_beir_queries(EXAMPLES / "queries.jsonl").values())[:4]

@@ -20,11 +20,11 @@ from crossrank.ranking import Hit, Ranking, ScoredPairs
 from crossrank.rerank.config import ScoringConfig
 
 if TYPE_CHECKING:
+    from crossrank.pipeline import Pipeline, SearchHit, SearchResult
     from crossrank.rerank.cross_encoder import CrossEncoder
     from crossrank.retrieve.bm25 import BM25Settings
     from crossrank.retrieve.embed import BiEncoder
     from crossrank.retrieve.index import Index
-    from crossrank.retrieve.pipeline import Pipeline, SearchHit, SearchResult
 
 from crossrank._version import __version__
 
@@ -54,9 +54,9 @@ _LAZY = {
     "BiEncoder": "crossrank.retrieve.embed",
     "BM25Settings": "crossrank.retrieve.bm25",
     "Index": "crossrank.retrieve.index",
-    "Pipeline": "crossrank.retrieve.pipeline",
-    "SearchHit": "crossrank.retrieve.pipeline",
-    "SearchResult": "crossrank.retrieve.pipeline",
+    "Pipeline": "crossrank.pipeline",
+    "SearchHit": "crossrank.pipeline",
+    "SearchResult": "crossrank.pipeline",
 }
 
 

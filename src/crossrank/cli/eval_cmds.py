@@ -182,7 +182,7 @@ def _first_stage_from_index(cfg: dict[str, Any], data: Path, depth: int) -> Path
     import tempfile
 
     from crossrank.io import read_beir_queries
-    from crossrank.retrieve.pipeline import Pipeline
+    from crossrank.pipeline import Pipeline
     from crossrank.retrieve.plugins import load_first_stage
 
     if "index" in cfg:

@@ -159,12 +159,12 @@ def index_compact(index: IndexOpt, progress: ProgressOpt = True) -> None:
 @_cli_errors
 def index_info(index: IndexOpt) -> None:
     """Print what the index holds: models, parameters, versions, counts, size on disk."""
-    from crossrank.retrieve.index import _du
+    from crossrank.retrieve.durable import disk_usage
     from crossrank.retrieve.index_files import open_current, read_manifest
 
     manifest = open_current(index, lambda gen: read_manifest(index, gen))  # no model loading: info is instant
     manifest["folder"] = str(index)
-    manifest["bytes_on_disk"] = _du(index)
+    manifest["bytes_on_disk"] = disk_usage(index)
     sys.stdout.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -234,7 +234,7 @@ def search(
     progress: ProgressOpt = True,
 ) -> None:
     """Search an index (or another first stage): first stage, then the cross-encoder on the top --depth."""
-    from crossrank.retrieve.pipeline import Pipeline, check_depth
+    from crossrank.pipeline import Pipeline, check_depth
     from crossrank.retrieve.plugins import load_first_stage
 
     if (index is None) == (first_stage is None):

@@ -786,6 +786,6 @@ def _model_source(encoder: BiEncoder) -> str:
 
 
 def _cores() -> int:
-    from crossrank.rerank.backends import default_threads
+    from crossrank.cpu import available_cores
 
-    return default_threads()
+    return available_cores()

@@ -2,7 +2,7 @@
 
 Anything with a ``retrieve(queries, k)`` method returning :class:`Retrieved` lists is a
 :class:`FirstStage`; anything with a ``get(ids)`` method returning records is a
-:class:`DocumentStore`. :class:`~crossrank.retrieve.pipeline.Pipeline` needs one of each, so a
+:class:`DocumentStore`. :class:`~crossrank.pipeline.Pipeline` needs one of each, so a
 Postgres, Elasticsearch or OpenSearch first stage is one adapter file. The index's own first
 stages are in :mod:`crossrank.retrieve.retrievers`; a dict-backed fake for tests is in
 :mod:`crossrank.retrieve.testing`.

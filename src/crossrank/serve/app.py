@@ -25,11 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from crossrank.errors import ConfigError, InputError
+from crossrank.pipeline import Pipeline, check_depth
 from crossrank.ranking import rank_order
 from crossrank.rerank.config import Activation
 from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.index import Index
-from crossrank.retrieve.pipeline import Pipeline, check_depth
 from crossrank.retrieve.protocols import DocumentStore, FirstStage
 from crossrank.serve.batcher import Batcher, PairsResult, PairsWork, SearchOutcome, SearchWork
 from crossrank.serve.config import ApiKeys, ServeConfig
@@ -129,7 +129,7 @@ def create_app(
         first_stage: instead of an index, any first stage for ``POST /v1/search`` (see
             :class:`~crossrank.retrieve.protocols.FirstStage`).
         store: where ``first_stage``'s documents' texts come from; by default the first stage itself
-            (see :class:`~crossrank.retrieve.pipeline.Pipeline`).
+            (see :class:`~crossrank.pipeline.Pipeline`).
         config: limits, batching, timeouts and CORS; see :class:`ServeConfig`.
         api_keys: keys accepted as ``Authorization: Bearer``; ``None`` turns authentication off.
         batcher: what merges concurrent requests into model calls: the built-in :class:`Batcher`

@@ -38,8 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from crossrank.errors import ConfigError, CrossrankError, InputError
+from crossrank.pipeline import SearchResult
 from crossrank.rerank.config import Activation
-from crossrank.retrieve.pipeline import SearchResult
 from crossrank.serve.admission import Admission
 from crossrank.serve.config import ServeConfig
 from crossrank.serve.errors import QueueFullError, ShuttingDownError

@@ -17,9 +17,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from crossrank.pipeline import Pipeline
 from crossrank.retrieve.index import Index
 from crossrank.retrieve.index_files import read_current
-from crossrank.retrieve.pipeline import Pipeline
 
 __all__ = ["FollowedPipeline"]
 

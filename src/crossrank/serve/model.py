@@ -20,11 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from crossrank.errors import ConfigError
+from crossrank.pipeline import Pipeline, SearchResult
 from crossrank.ranking import ScoredPairs
 from crossrank.rerank.config import Activation
 from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.index_files import IndexDamagedError, IndexError_
-from crossrank.retrieve.pipeline import Pipeline, SearchResult
 from crossrank.serve.errors import ApiError
 from crossrank.serve.follow import FollowedPipeline
 

@@ -233,8 +233,8 @@ def first_stage_candidates(
 
     ``source`` is a TREC run file, an index (or its folder; searched with ``retriever``), or ready lists.
     """
+    from crossrank.pipeline import Pipeline
     from crossrank.retrieve.index import Index
-    from crossrank.retrieve.pipeline import Pipeline
 
     if isinstance(source, Mapping):
         return {q: list(v)[:depth] for q, v in source.items()}
