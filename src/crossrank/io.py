@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from crossrank._text import plural
 from crossrank.documents import record_text
 from crossrank.errors import InputError
-from crossrank.ranking import Ranking
+from crossrank.ranking import RankedList
 
 __all__ = [
     "RunCandidates",
@@ -301,8 +301,13 @@ def iter_trec_run(path: str | Path) -> Iterator[tuple[int, str, str, int, float]
         yield lineno, parts[0], parts[2], rank, score
 
 
-def write_trec_run(rankings: Iterable[Ranking], out: TextIO, *, tag: str = "crossrank") -> int:
+def write_trec_run(rankings: Iterable[RankedList], out: TextIO, *, tag: str = "crossrank") -> int:
     """Write rankings as TREC run lines (``qid Q0 docid rank score tag``); return the lines written.
+
+    ``rankings`` are :class:`~crossrank.ranking.Ranking` or :class:`~crossrank.pipeline.SearchResult`
+    values (any :class:`~crossrank.ranking.RankedList`); ranks count from 1 in list order. Scores
+    keep 9 significant digits, enough for a float32 to read back as itself, so a run read back
+    ties no documents its scores told apart.
 
     Raises:
         InputError: a ranking has no query id.
@@ -312,7 +317,7 @@ def write_trec_run(rankings: Iterable[Ranking], out: TextIO, *, tag: str = "cros
         if ranking.query_id is None:
             raise InputError("every ranking needs a query_id to be written as a TREC run")
         for rank, hit in enumerate(ranking.hits, start=1):
-            out.write(f"{ranking.query_id} Q0 {hit.doc_id} {rank} {hit.score:.6g} {tag}\n")
+            out.write(f"{ranking.query_id} Q0 {hit.doc_id} {rank} {hit.score:.9g} {tag}\n")
             n += 1
     return n
 

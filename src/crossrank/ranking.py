@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Hit", "Ranking", "ScoredPairs", "rank_order"]
+__all__ = ["Hit", "RankedHit", "RankedList", "Ranking", "ScoredPairs", "rank_order"]
+
+
+class RankedHit(Protocol):
+    """What every result hit has: a doc id and a score (higher is better)."""
+
+    @property
+    def doc_id(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+class RankedList(Protocol):
+    """What every result list has: its query's id and its hits, best first.
+
+    :class:`Ranking` (reranking) and :class:`~crossrank.pipeline.SearchResult` (search) are both
+    ranked lists, so one writer (:func:`crossrank.io.write_trec_run`) and one evaluation read
+    either; a hit's rank is its position in ``hits`` plus one.
+    """
+
+    @property
+    def query_id(self) -> str | None: ...
+
+    @property
+    def hits(self) -> Sequence[RankedHit]: ...
 
 
 @dataclass(frozen=True, slots=True)

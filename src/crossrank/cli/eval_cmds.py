@@ -181,7 +181,7 @@ def _first_stage_from_index(cfg: dict[str, Any], data: Path, depth: int) -> Path
     """Run the pipeline's first stage (an index, or ``first_stage``) over --data's queries; return the run written."""
     import tempfile
 
-    from crossrank.io import read_beir_queries
+    from crossrank.io import read_beir_queries, write_trec_run
     from crossrank.pipeline import Pipeline
     from crossrank.retrieve.plugins import load_first_stage
 
@@ -193,9 +193,7 @@ def _first_stage_from_index(cfg: dict[str, Any], data: Path, depth: int) -> Path
     results = pipe.search_many(queries, k=depth, depth=depth, retriever=cfg.get("retriever"), rerank=False)
     out = Path(tempfile.mkdtemp(prefix="crossrank-eval-")) / f"{cfg.get('retriever') or 'first-stage'}.trec"
     with out.open("w", encoding="utf-8") as fh:
-        for res in results:
-            for rank, hit in enumerate(res.hits, start=1):
-                fh.write(f"{res.query_id} Q0 {hit.doc_id} {rank} {hit.first_stage_score:.6f} first-stage\n")
+        write_trec_run(results, fh, tag="first-stage")  # not reranked: a hit's score is its first-stage score
     return out
 
 

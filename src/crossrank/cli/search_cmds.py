@@ -257,7 +257,7 @@ def search(
         else:
             _search_table(result)
         return
-    from crossrank.io import read_beir_queries
+    from crossrank.io import read_beir_queries, write_trec_run
 
     assert queries is not None and output is not None
     qs = read_beir_queries(queries)
@@ -273,10 +273,9 @@ def search(
             task = p.add_task("searching", total=len(ids)) if p is not None else None
             for start in range(0, len(ids), batch_size):
                 chunk = {q: qs[q] for q in ids[start : start + batch_size]}
-                for res in pipe.search_many(chunk, k=k, depth=depth, retriever=ret, rerank=rerank):
-                    for h in res.hits:
-                        out.write(f"{res.query_id} Q0 {h.doc_id} {h.rank} {h.score:.6g} {tag}\n")
-                        lines += 1
+                lines += write_trec_run(
+                    pipe.search_many(chunk, k=k, depth=depth, retriever=ret, rerank=rerank), out, tag=tag
+                )
                 if p is not None and task is not None:
                     p.update(task, advance=len(chunk))
     finally:
