@@ -354,16 +354,17 @@ def test_training_reads_the_same_data_folders_as_eval() -> None:
 
 
 def test_long_work_draws_its_progress_bars_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossrank._progress import counting
     from crossrank.scale.batch import _progress
-    from crossrank.train.distill import _bar
     from crossrank.train.trainer import _Bar
 
     with _progress(True, 4) as advance:
         advance(4)
-    bar = _bar("teacher scores", 3, True)
-    assert bar is not None
-    bar[1](3)
-    bar[0].stop()
+    with counting(True, "teacher scores", 3) as tick:  # the bar distillation's teacher scoring shows
+        assert tick is not None
+        tick(3)
+    with counting(False, "hidden", 3) as tick:
+        assert tick is None
     train_bar = _Bar(5, 0)
     train_bar.update(5, 0.1, 10.0)
     train_bar.close()

@@ -8,11 +8,12 @@ and the NLI and STS cross-encoders.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crossrank._progress import counting
 from crossrank.engine import Backend, load_backend, run_encoded
 from crossrank.models.encoding import PairEncoder
 from crossrank.models.tokenizer import model_max_length
@@ -101,8 +102,7 @@ class SequenceClassifier:
             return ScoredPairs(logits, truncated, tokens)
         chars = np.fromiter((len(q) + len(d) for q, d in zip(queries, documents, strict=True)), np.int64, count=n)
         order = np.argsort(-chars, kind="stable")
-        tick = self._progress_bar(n)
-        try:
+        with counting(self.progress and n >= 256, "scoring", n, transient=True) as tick:
             for start in range(0, n, _CHUNK):
                 idx = order[start : start + _CHUNK]
                 enc = self.encoder.encode([queries[i] for i in idx], [documents[i] for i in idx])
@@ -117,34 +117,7 @@ class SequenceClassifier:
                 )
                 truncated[idx] = enc.truncated
                 tokens[idx] = enc.lengths
-        finally:
-            if tick is not None:
-                tick(-1)
         return ScoredPairs(logits, truncated, tokens)
-
-    def _progress_bar(self, total: int) -> Callable[[int], None] | None:
-        if not self.progress or total < 256:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(
-            TextColumn("scoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("pairs"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        task = bar.add_task("score", total=total)
-        bar.start()
-
-        def tick(n: int) -> None:
-            if n < 0:
-                bar.stop()
-            else:
-                bar.advance(task, n)
-
-        return tick
 
 
 def _labels(config: Mapping[str, Any], num_labels: int) -> tuple[str, ...]:

@@ -10,24 +10,11 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
+from crossrank._progress import rate_column
 from crossrank.errors import InputError
 from crossrank.retrieve.corpus import corpus_file
 
 __all__ = ["corpus_size", "progress_bar"]
-
-
-def _rate_column() -> Any:
-    from rich.progress import ProgressColumn
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        """Documents per second."""
-
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} docs/s" if speed else "- docs/s", style="progress.data.speed")
-
-    return RateColumn()
 
 
 def corpus_size(corpus: str | os.PathLike[str] | Iterable[Any]) -> int | None:
@@ -66,7 +53,7 @@ def progress_bar(enabled: bool, what: str) -> Iterator[Any]:
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        _rate_column(),
+        rate_column("docs"),
         TimeElapsedColumn(),
         transient=False,
         console=Console(stderr=True),  # stdout carries results (the CLI prints the manifest there)

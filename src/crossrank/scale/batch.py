@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crossrank._deps import require
+from crossrank._progress import stderr_progress
 from crossrank._text import plural
 from crossrank.errors import CrossrankError, InputError
 from crossrank.ranking import Hit, Ranking, rank_order
@@ -550,29 +551,10 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.show:
             return lambda _: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("reranking on Ray"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} pairs/s"),
-            TimeRemainingColumn(),
-            transient=False,
-            console=Console(stderr=True),  # stdout carries results
-        )
+        self._bar = stderr_progress("reranking on Ray", unit="pairs")
         self._bar.start()
-        task = self._bar.add_task("pairs", total=self.total, rate="-")
-        started = time.perf_counter()
-        done = [0]
-
-        def advance(count: int) -> None:
-            done[0] += count
-            rate = done[0] / max(1e-9, time.perf_counter() - started)
-            self._bar.update(task, advance=count, rate=f"{rate:,.0f}")
-
-        return advance
+        task = self._bar.add_task("pairs", total=self.total)
+        return lambda count: self._bar.advance(task, count)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from crossrank._deps import require
+from crossrank._progress import counting
 from crossrank.errors import ConfigError, InputError
 from crossrank.train.data import Group, corpus_candidates, doc_text
 
@@ -639,8 +640,8 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
     groups: list[Group] = []
     for src in recipe.sources:
         queries, candidates, documents = source_candidates(src, seed=recipe.seed)
-        bar = _bar(f"teacher scores {Path(src.data).name}", sum(len(v) for v in candidates.values()), progress)
-        try:
+        total = sum(len(v) for v in candidates.values())
+        with counting(progress, f"teacher scores {Path(src.data).name}", total) as tick:
             g, n = distill_groups(
                 teacher,
                 queries,
@@ -649,11 +650,8 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
                 group_size=recipe.group_size,
                 groups_per_query=src.groups_per_query or recipe.groups_per_query,
                 seed=recipe.seed,
-                progress=bar[1] if bar else None,
+                progress=tick,
             )
-        finally:
-            if bar:
-                bar[0].stop()
         groups += g
         report.sources.append(
             {"data": src.data, "split": src.split, "queries": len(queries), "pairs": n, "groups": len(g)}
@@ -685,22 +683,3 @@ def run_recipe(recipe: Recipe, *, progress: bool = False, resume: bool = True) -
         summary["export"] = export_trained(result.model, out / "onnx", quantize=recipe.export, dev=dev)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
-
-
-def _bar(label: str, total: int, on: bool) -> tuple[Any, Callable[[int], None]] | None:
-    if not on:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    p = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("pairs"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    p.start()
-    task = p.add_task(label, total=total)
-    return p, lambda n: p.advance(task, n)

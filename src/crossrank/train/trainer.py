@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from crossrank._deps import require
+from crossrank._progress import stderr_progress
 from crossrank.cpu import available_cores
 from crossrank.errors import ConfigError, InputError, ModelError
 from crossrank.models.encoding import PairEncoder
@@ -573,17 +574,12 @@ class _Bar:
     """A rich progress bar with the loss and pairs/s."""
 
     def __init__(self, total: int, done: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import TextColumn
 
-        self._p = Progress(
-            TextColumn("training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} pairs/s"),
-            TimeRemainingColumn(),
-            transient=False,
-            console=Console(stderr=True),  # stdout carries results
+        self._p = stderr_progress(
+            "training",
+            unit="steps",
+            extra=[TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} pairs/s")],
         )
         self._p.start()
         self._task = self._p.add_task("train", total=total, completed=done, loss=float("nan"), rate=0.0)
