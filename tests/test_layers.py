@@ -40,7 +40,7 @@ LAYERS: dict[str, set[str]] = {
         "facade",
     },
 }
-BASE = {"errors", "_deps", "_logs", "_text", "_version", "cpu", "documents", "io", "ranking"}
+BASE = {"errors", "_deps", "_logs", "_progress", "_text", "_version", "cpu", "documents", "io", "ranking"}
 
 
 def _module(path: Path) -> str:
