@@ -159,6 +159,12 @@ _SEARCH_PAIR_TOKENS = 128.0
 
 @dataclass(eq=False, slots=True)
 class Job:
+    """One admitted request inside a batcher: its work, the future its route awaits, and its deadline.
+
+    Batchers (the worker thread here, the Ray Serve one in :mod:`crossrank.scale.serving`) track
+    how much of the work they have handed to model calls and collect the pieces that come back.
+    """
+
     work: PairsWork | SearchWork
     future: Future[Any]
     enqueued: float = field(default_factory=time.perf_counter)
