@@ -6,15 +6,25 @@ import doctest
 import re
 from pathlib import Path
 
+import crossrank.documents
 import crossrank.engine.registry
 import crossrank.engine.testing
+import crossrank.ranking
 import crossrank.rerank.cross_encoder
+import crossrank.retrieve.testing
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_public_docstring_examples_run() -> None:
-    for module in (crossrank.rerank.cross_encoder, crossrank.engine.registry, crossrank.engine.testing):
+    for module in (
+        crossrank.rerank.cross_encoder,
+        crossrank.engine.registry,
+        crossrank.engine.testing,
+        crossrank.ranking,
+        crossrank.documents,
+        crossrank.retrieve.testing,
+    ):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
