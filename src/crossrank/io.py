@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -215,6 +215,7 @@ class RunCandidates:
         documents: per query, its candidates' records (``{"id", "title", "text", ...}``), in run order.
         missing_queries: run query ids with no text in the queries file (kept only with ``skip_missing``).
         missing_docs: top-``depth`` doc ids with no record in the corpus (likewise).
+        ranked: every run query's top-``depth`` doc ids as the run lists them, missing ones included.
     """
 
     query_ids: tuple[str, ...]
@@ -222,6 +223,7 @@ class RunCandidates:
     documents: tuple[tuple[dict[str, Any], ...], ...]
     missing_queries: tuple[str, ...] = ()
     missing_docs: tuple[str, ...] = ()
+    ranked: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def num_pairs(self) -> int:
@@ -271,7 +273,8 @@ def read_run_candidates(
             qids.append(qid)
             qtexts.append(texts[qid])
             records.append(found)
-    return RunCandidates(tuple(qids), tuple(qtexts), tuple(records), tuple(missing_q), tuple(missing_d))
+    top = {qid: tuple(d for d, _ in hits[:depth]) for qid, hits in ranked.items()}
+    return RunCandidates(tuple(qids), tuple(qtexts), tuple(records), tuple(missing_q), tuple(missing_d), top)
 
 
 def iter_trec_run(path: str | Path) -> Iterator[tuple[int, str, str, int, float]]:

@@ -246,8 +246,8 @@ def labelled_pairs(
         InputError: a file is missing or malformed, ``depth`` or ``rel`` < 1, or no judged
             candidate with text is found.
     """
-    from crossrank.documents import document_text
-    from crossrank.io import beir_qrels_path, read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+    from crossrank.documents import record_text
+    from crossrank.io import beir_qrels_path, read_qrels, read_run_candidates
 
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise InputError(f"depth must be an int >= 1 (got {depth!r})")
@@ -256,23 +256,26 @@ def labelled_pairs(
     folder = Path(data_dir)
     qrels_file = beir_qrels_path(folder, split)
     qrels = read_qrels(qrels_file)
-    queries = read_beir_queries(folder / "queries.jsonl")
-    corpus = read_beir_corpus(folder / "corpus.jsonl")
-    run = read_trec_run(Path(run_path))
+    run = read_run_candidates(
+        Path(run_path), folder / "queries.jsonl", folder / "corpus.jsonl", depth=depth, skip_missing=True
+    )
+    texts = dict(zip(run.query_ids, run.queries, strict=True))
+    records = {(q, r["id"]): r for q, recs in zip(run.query_ids, run.documents, strict=True) for r in recs}
+    no_text = set(run.missing_queries)
     qids: list[str] = []
     dids: list[str] = []
     labels: list[int] = []
     unjudged = missing = skipped_q = 0
-    for qid, cands in run.items():
+    for qid, cands in run.ranked.items():
         judged = qrels.get(qid)
-        if not judged or qid not in queries:
+        if not judged or qid in no_text:
             skipped_q += 1
             continue
-        for doc_id, _ in cands[:depth]:
+        for doc_id in cands:
             grade = judged.get(doc_id)
             if grade is None:
                 unjudged += 1
-            elif doc_id not in corpus:
+            elif (qid, doc_id) not in records:
                 missing += 1
             else:
                 qids.append(qid)
@@ -288,8 +291,8 @@ def labelled_pairs(
     return LabelledPairs(
         query_ids=tuple(qids),
         doc_ids=tuple(dids),
-        queries=tuple(queries[q] for q in qids),
-        documents=tuple(document_text(corpus[d]["title"], corpus[d]["text"]) for d in dids),
+        queries=tuple(texts[q] for q in qids),
+        documents=tuple(record_text(records[q, d]) for q, d in zip(qids, dids, strict=True)),
         labels=np.asarray(labels, dtype=np.int8),
         skipped_unjudged=unjudged,
         skipped_missing_text=missing,
