@@ -24,7 +24,6 @@ import asyncio
 import gc
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,8 @@ SHARED_DL19 = ROOT.parent / "shared" / "data" / "trec-dl-2019-passage"
 EXAMPLE_DL19 = ROOT / "examples" / "dl19"
 MODES = ("batching", "no-batching", "naive")
 
+sys.path.insert(0, str(ROOT / "bench"))
+from overload import stop_server, wait_ready  # noqa: E402  (one way to start and stop a bench server)
 
 # ----------------------------------------------------------------------------- data
 
@@ -121,31 +122,6 @@ def start_server(mode: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     return proc
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], seconds: float = 300) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit("the server did not start")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def run_naive_server(port: int) -> None:

@@ -283,7 +283,7 @@ class _Scorer:
     def score(self, queries: list[str], texts: list[str]) -> dict[str, npt.NDArray[Any]]:
         """Return score (the model's activation), key (what ranks) and truncation of each pair."""
         ce = self.ce
-        shown, scored = ce.activation, None
+        shown = ce.activation
         scored = ce.score_pairs(queries, texts, activations=(shown, ce.ranking_activation(shown)))
         score, key = ce.relevance(scored[0].scores), ce.relevance(scored[1].scores)
         return {"score": score, "key": key, "truncated": scored[0].truncated, "num_tokens": scored[0].num_tokens}
