@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,6 +25,7 @@ __all__ = [
     "read_qrels",
     "read_run_candidates",
     "read_trec_run",
+    "run_top_ids",
     "write_trec_run",
 ]
 
@@ -175,6 +176,25 @@ def read_trec_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
     return {qid: [(d, s) for s, _, d in sorted(r, key=lambda t: (-t[0], t[1]))] for qid, r in rows.items()}
 
 
+def run_top_ids(
+    run: str | Path | Mapping[str, Sequence[tuple[str, float]]],
+    depth: int,
+    *,
+    queries: Iterable[str] | None = None,
+    corpus: Container[str] | None = None,
+) -> dict[str, list[str]]:
+    """Return each query's top ``depth`` doc ids in a run (a file or :func:`read_trec_run`'s value), best first.
+
+    The one rule for a run's candidates, used by reranking, training and distillation alike: cut
+    each list at ``depth`` first, then drop the ids ``corpus`` lacks (when given), so a missing
+    document never lets a deeper one in. With ``queries``, exactly those queries, in that order
+    (an empty list for a query the run lacks).
+    """
+    ranked = read_trec_run(run) if isinstance(run, (str, Path)) else run
+    keys = list(ranked) if queries is None else list(queries)
+    return {q: [d for d, _ in ranked.get(q, ())[:depth] if corpus is None or d in corpus] for q in keys}
+
+
 def check_run_ids(
     run: dict[str, list[tuple[str, float]]],
     queries: Mapping[str, Any],
@@ -265,15 +285,15 @@ def read_run_candidates(
         ranked, texts, docs, depth=depth, skip_missing=skip_missing, where=(run, queries, corpus)
     )
     qids, qtexts, records = [], [], []
-    for qid, hits in ranked.items():
+    for qid, ids in run_top_ids(ranked, depth, corpus=docs).items():
         if qid not in texts:
             continue
-        found = tuple(docs[d] for d, _ in hits[:depth] if d in docs)
+        found = tuple(docs[d] for d in ids)
         if found:
             qids.append(qid)
             qtexts.append(texts[qid])
             records.append(found)
-    top = {qid: tuple(d for d, _ in hits[:depth]) for qid, hits in ranked.items()}
+    top = {qid: tuple(ids) for qid, ids in run_top_ids(ranked, depth).items()}
     return RunCandidates(tuple(qids), tuple(qtexts), tuple(records), tuple(missing_q), tuple(missing_d), top)
 
 

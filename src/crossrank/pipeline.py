@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from crossrank.errors import ConfigError, InputError
+from crossrank.ranking import Hit, Ranking
 from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.fusion import minmax
 from crossrank.retrieve.index import Index, Retriever
@@ -45,15 +46,16 @@ def _check_blend(blend: str) -> Blend:
     return blend  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """One result of a search, with what each stage said about it.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchHit(Hit):
+    """One result of a search: a :class:`~crossrank.ranking.Hit` with what each stage said about it.
 
     Attributes:
         doc_id: the document's id.
         rank: its final rank (1 = best).
         score: its final score: the cross-encoder's when reranked (blended with the first stage's
             when ``rerank_weight < 1``), else the first stage's.
+        index: its position among the first stage's candidates (``first_stage_rank - 1``).
         first_stage_rank: its rank in the first stage (1 = best).
         first_stage_score: its first-stage score (BM25, dot product, or fused).
         rerank_score: the cross-encoder's score, or ``None`` when reranking was off.
@@ -61,14 +63,9 @@ class SearchHit:
         truncated: the cross-encoder had to cut the document to fit its ``max_length``.
     """
 
-    doc_id: str
-    rank: int
-    score: float
     first_stage_rank: int
     first_stage_score: float
     rerank_score: float | None
-    document: Mapping[str, Any]
-    truncated: bool = False
 
     def to_dict(self, *, with_document: bool = True) -> dict[str, Any]:
         """Return the hit as JSON-ready values."""
@@ -81,14 +78,14 @@ class SearchHit:
             "rerank_score": self.rerank_score,
             "truncated": self.truncated,
         }
-        if with_document:
+        if with_document and self.document is not None:
             out["document"] = dict(self.document)
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    """The results of one query.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult(Ranking):
+    """The results of one query: a :class:`~crossrank.ranking.Ranking` of :class:`SearchHit`.
 
     Attributes:
         query: the query text.
@@ -100,19 +97,15 @@ class SearchResult:
         timings_ms: milliseconds per stage: ``first_stage``, ``fetch`` (reading texts), ``rerank``, ``total``.
             In a batch, each query gets its share of the batch's time.
         query_id: the query's id, when it has one.
+        num_truncated: how many reranked candidates were cut to the model's ``max_length``.
     """
 
-    query: str
     hits: tuple[SearchHit, ...]
+    query: str
     retriever: str
     reranked: bool
     depth: int
     timings_ms: dict[str, float] = field(default_factory=dict)
-    query_id: str | None = None
-
-    def doc_ids(self) -> list[str]:
-        """Return the doc ids in rank order."""
-        return [h.doc_id for h in self.hits]
 
     def to_dict(self, *, with_documents: bool = True) -> dict[str, Any]:
         """Return the result as JSON-ready values."""
@@ -353,6 +346,7 @@ class Pipeline:
                     SearchHit(
                         doc_id=recs[i]["id"],
                         rank=rank,
+                        index=i,
                         score=final_score,
                         first_stage_rank=i + 1,
                         first_stage_score=fs,
@@ -377,6 +371,7 @@ class Pipeline:
                     depth=min(depth, len(cand)) if do_rerank else 0,
                     timings_ms=timings,
                     query_id=query_ids[qi],
+                    num_truncated=rankings[qi].num_truncated if do_rerank else 0,
                 )
             )
         return results

@@ -39,15 +39,21 @@ class RankedList(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One ranked document.
+    """One ranked document: the base of every hit crossrank returns.
+
+    A reranking's hits are plain :class:`Hit` values; a search's are
+    :class:`~crossrank.pipeline.SearchHit`, a :class:`Hit` that also says what each stage made of
+    the document. Both count ``rank`` from 1 and ``index`` from 0.
 
     Attributes:
         doc_id: the record's ``id`` (or ``_id``), or the input position as a string for plain texts.
         score: the relevance score; higher means more relevant.
-        index: position of the document in the caller's input list.
+        index: position of the document in the list that was ranked (the caller's input, or the
+            first stage's candidates), from 0.
         text: the scored text, when the caller asked for it.
         document: the caller's original record, carried through untouched (``None`` for plain strings).
         truncated: whether the pair was cut to the model's ``max_length``.
+        rank: the hit's place in its ranking, 1 = best.
     """
 
     doc_id: str
@@ -56,11 +62,30 @@ class Hit:
     text: str | None = None
     document: Mapping[str, Any] | None = None
     truncated: bool = False
+    rank: int = 1
+
+    def to_dict(self, *, with_document: bool = True) -> dict[str, Any]:
+        """Return the hit as JSON-ready values (``text`` only when it was kept)."""
+        out: dict[str, Any] = {
+            "doc_id": self.doc_id,
+            "rank": self.rank,
+            "score": self.score,
+            "index": self.index,
+            "truncated": self.truncated,
+        }
+        if self.text is not None:
+            out["text"] = self.text
+        if with_document and self.document is not None:
+            out["document"] = dict(self.document)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
     """Documents ranked for one query, best first, with ties kept in input order.
+
+    The base of every result list crossrank returns; a search's is
+    :class:`~crossrank.pipeline.SearchResult`, a :class:`Ranking` with the query and the stages' report.
 
     Attributes:
         hits: the ranked hits; doc ids are unique.
@@ -78,6 +103,14 @@ class Ranking:
     def doc_ids(self) -> list[str]:
         """Return the doc ids in rank order."""
         return [h.doc_id for h in self.hits]
+
+    def to_dict(self, *, with_documents: bool = True) -> dict[str, Any]:
+        """Return the ranking as JSON-ready values."""
+        return {
+            "query_id": self.query_id,
+            "num_truncated": self.num_truncated,
+            "hits": [h.to_dict(with_document=with_documents) for h in self.hits],
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,8 +256,9 @@ class CrossEncoder:
                     text=recs[i][1] if return_text else None,
                     document=recs[i][2],
                     truncated=bool(trunc[i]),
+                    rank=r,
                 )
-                for i in order.tolist()
+                for r, i in enumerate(order.tolist(), start=1)
             )
             qid = query_ids[qi] if query_ids is not None else None
             rankings.append(Ranking(hits=hits, query_id=qid, num_truncated=int(trunc.sum())))

@@ -502,8 +502,14 @@ def _rank(
         rows = order[s : s + (length if k is None else min(k, length))]
         qrows = order[s : s + length]
         hits = tuple(
-            Hit(doc_id=doc_ids[i], score=float(score[i]), index=int(i - qrows.min()), truncated=bool(truncated[i]))
-            for i in rows.tolist()
+            Hit(
+                doc_id=doc_ids[i],
+                score=float(score[i]),
+                index=int(i - qrows.min()),
+                truncated=bool(truncated[i]),
+                rank=r,
+            )
+            for r, i in enumerate(rows.tolist(), start=1)
         )
         rankings.append(
             Ranking(hits=hits, query_id=qid_list[sorted_groups[s]], num_truncated=int(truncated[qrows].sum()))

@@ -19,7 +19,7 @@ import numpy as np
 from crossrank._text import plural
 from crossrank.documents import record_text
 from crossrank.errors import InputError
-from crossrank.io import beir_qrels_path, read_beir_corpus, read_beir_queries, read_jsonl, read_qrels, read_trec_run
+from crossrank.io import beir_qrels_path, read_beir_corpus, read_beir_queries, read_jsonl, read_qrels, run_top_ids
 
 if TYPE_CHECKING:
     from crossrank.rerank.cross_encoder import CrossEncoder
@@ -239,7 +239,7 @@ def first_stage_candidates(
     if isinstance(source, Mapping):
         return {q: list(v)[:depth] for q, v in source.items()}
     if not isinstance(source, Index) and Path(source).is_file():
-        return {q: [d for d, _ in hits[:depth]] for q, hits in read_trec_run(Path(source)).items()}
+        return run_top_ids(Path(source), depth)
     pipe = Pipeline(source, reranker=None)
     results = pipe.search_many(dict(queries), k=depth, depth=depth, retriever=retriever, rerank=False)  # type: ignore[arg-type]
     return {str(r.query_id): r.doc_ids() for r in results}

@@ -352,7 +352,7 @@ def source_candidates(
     Raises:
         InputError: the folder is not BEIR, or no query of the split has candidates.
     """
-    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, run_top_ids
 
     root = Path(source.data)
     pooled = bool(source.pool and source.pool_depth)
@@ -382,8 +382,7 @@ def source_candidates(
         candidates = {}
     elif source.run is not None:
         run_path = Path(source.run) if Path(source.run).is_absolute() else root / source.run
-        run = read_trec_run(run_path)
-        candidates = {q: [d for d, _ in run.get(q, [])[: source.depth] if d in corpus] for q in queries}
+        candidates = run_top_ids(run_path, source.depth, queries=queries, corpus=corpus)
     else:
         candidates = corpus_candidates(root / "corpus.jsonl", queries, depth=source.depth, retriever=source.retriever)
     documents: dict[str, dict[str, Any]] = {d: corpus[d] for ids in candidates.values() for d in ids}
@@ -588,7 +587,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 
 def load_dev(spec: Mapping[str, Any], *, seed: int = 13) -> Any:
     """Return a :class:`~crossrank.train.trainer.DevSet` from a ``[dev]`` table (data, split, run, depth, ...)."""
-    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, read_trec_run
+    from crossrank.io import read_beir_corpus, read_beir_queries, read_qrels, run_top_ids
     from crossrank.train.trainer import DevSet
 
     root = Path(spec["data"])
@@ -603,8 +602,7 @@ def load_dev(spec: Mapping[str, Any], *, seed: int = 13) -> Any:
     depth = int(spec.get("depth", 100))
     if spec.get("run"):
         run_path = Path(spec["run"]) if Path(spec["run"]).is_absolute() else root / spec["run"]
-        run = read_trec_run(run_path)
-        candidates = {q: [d for d, _ in run.get(q, [])[:depth] if d in corpus] for q in queries}
+        candidates = run_top_ids(run_path, depth, queries=queries, corpus=corpus)
     else:
         candidates = corpus_candidates(root / "corpus.jsonl", queries, depth=depth)
     documents = {d: doc_text(corpus[d]) for ids in candidates.values() for d in ids}
