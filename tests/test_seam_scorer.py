@@ -111,8 +111,12 @@ def test_an_unscorable_architecture_says_which(tmp_path: Path, tiny_models: dict
     with pytest.raises(ConfigError, match=r"no-such-family.*known families"):
         CrossEncoder(folder, backend="torch")
     (folder / "crossrank.json").unlink()
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["MysteryForMaskedLM"]}))
+    with pytest.raises(ConfigError, match=r"is a MysteryForMaskedLM, which no crossrank family scores; supported"):
+        CrossEncoder(folder, backend="torch")
+    # a causal LM is a family now, and one whose files name no template says how to give one
     (folder / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen3ForCausalLM"]}))
-    with pytest.raises(ConfigError, match=r"decoder \(causal LM\) reranker \(Qwen3ForCausalLM\)"):
+    with pytest.raises(ConfigError, match=r"needs a prompt template: pass template="):
         CrossEncoder(folder, backend="torch")
 
 

@@ -77,6 +77,9 @@ class CrossEncoder:
         config: ScoringConfig | None = None,
         progress: bool = False,
         calibration: str | os.PathLike[str] | Calibration | None = "auto",
+        family: str | None = None,
+        template: str | Mapping[str, Any] | None = None,
+        instruction: str | None = None,
     ) -> None:
         check_backend_name(backend)
         self.progress = progress
@@ -95,7 +98,14 @@ class CrossEncoder:
             if backend == "auto":
                 self._upgrade_in_background()
             self.scorer: Scorer = load_scorer(
-                files, backend=self.backend_name, config=config, progress=progress, reason=self.backend_reason
+                files,
+                backend=self.backend_name,
+                config=config,
+                progress=progress,
+                reason=self.backend_reason,
+                family=family,
+                template=template,
+                instruction=instruction,
             )
             self._name = files.name
         elif isinstance(model, Scorer):
@@ -156,26 +166,33 @@ class CrossEncoder:
 
     # ---------------------------------------------------------------- scoring
 
-    def score(self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None) -> npt.NDArray[np.float32]:
+    def score(
+        self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None, instruction: str | None = None
+    ) -> npt.NDArray[np.float32]:
         """Return the score of each (query, document) pair, float32, in input order.
 
         The shape is ``(n,)`` for one-logit models and ``(n, num_labels)`` for multi-label heads.
         ``activation`` overrides the model's (``"calibrated"``, ``"sigmoid"``, ``"softmax"``, ``"none"``).
+        ``instruction`` replaces a decoder reranker's task instruction for this call (Qwen3-Reranker,
+        mxbai-rerank-v2); a model whose template takes none refuses it.
 
         Raises:
             InputError: a pair is not two non-empty strings.
-            ConfigError: ``activation`` is unknown, or ``"calibrated"`` with no calibration loaded.
+            ConfigError: ``activation`` is unknown, ``"calibrated"`` with no calibration loaded, or
+                an ``instruction`` for a model that takes none.
         """
-        return self.score_details(pairs, activation=activation).scores
+        return self.score_details(pairs, activation=activation, instruction=instruction).scores
 
-    def score_details(self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None) -> ScoredPairs:
+    def score_details(
+        self, pairs: Sequence[Sequence[str]], *, activation: Activation | None = None, instruction: str | None = None
+    ) -> ScoredPairs:
         """Return scores with, for each pair, whether it was truncated and how many tokens it used.
 
         Raises:
             InputError: a pair is not two non-empty strings.
         """
         queries, docs = _split_pairs(pairs)
-        return self._score(queries, docs, activation)
+        return self._score_as(queries, docs, (activation or self.activation,), instruction)[0]
 
     def rerank(
         self,
@@ -185,6 +202,7 @@ class CrossEncoder:
         *,
         query_id: str | None = None,
         return_text: bool = False,
+        instruction: str | None = None,
     ) -> Ranking:
         """Return ``documents`` ranked for ``query``, best first, ties in input order.
 
@@ -198,11 +216,14 @@ class CrossEncoder:
             k: how many hits to return; ``None`` returns all.
             query_id: an id to carry on the ranking.
             return_text: put the scored text on each hit.
+            instruction: a decoder reranker's task instruction for this call (see :meth:`score`).
 
         Raises:
             InputError: the query or a document is empty or of the wrong type.
         """
-        return self.rerank_many([query], [documents], k=k, query_ids=[query_id], return_text=return_text)[0]
+        return self.rerank_many(
+            [query], [documents], k=k, query_ids=[query_id], return_text=return_text, instruction=instruction
+        )[0]
 
     def rerank_many(
         self,
@@ -212,6 +233,7 @@ class CrossEncoder:
         k: int | None = None,
         query_ids: Sequence[str | None] | None = None,
         return_text: bool = False,
+        instruction: str | None = None,
     ) -> list[Ranking]:
         """Return one ranking per query; all pairs of all queries are scored in shared batches.
 
@@ -238,7 +260,9 @@ class CrossEncoder:
             flat_q.extend([query] * len(recs))
             flat_d.extend(r[1] for r in recs)
         shown = self.activation
-        scored = self.score_pairs(flat_q, flat_d, activations=(shown, self.ranking_activation(shown)))
+        scored = self.score_pairs(
+            flat_q, flat_d, activations=(shown, self.ranking_activation(shown)), instruction=instruction
+        )
         result = scored[0]
         scores, keys = self.relevance(result.scores), self.relevance(scored[-1].scores)
         rankings = []
@@ -268,7 +292,12 @@ class CrossEncoder:
     # ---------------------------------------------------------------- ranking, for servers and jobs
 
     def score_pairs(
-        self, queries: Sequence[str], documents: Sequence[str], *, activations: Sequence[Activation] = ()
+        self,
+        queries: Sequence[str],
+        documents: Sequence[str],
+        *,
+        activations: Sequence[Activation] = (),
+        instruction: str | None = None,
     ) -> list[ScoredPairs]:
         """Score pairs ``(queries[i], documents[i])`` once; return their scores under each activation.
 
@@ -282,7 +311,7 @@ class CrossEncoder:
             InputError: a query leaves no room for a document.
         """
         acts = tuple(dict.fromkeys(activations)) or (self.activation,)
-        by_act = self._score_as(list(queries), list(documents), acts)
+        by_act = self._score_as(list(queries), list(documents), acts, instruction)
         return [by_act[acts.index(a)] for a in activations] if activations else by_act
 
     def ranking_activation(self, activation: Activation | None = None) -> Activation:
@@ -403,15 +432,19 @@ class CrossEncoder:
     def _score(self, queries: list[str], docs: list[str], activation: Activation | None) -> ScoredPairs:
         return self._score_as(queries, docs, (activation or self.activation,))[0]
 
-    def _score_as(self, queries: list[str], docs: list[str], acts: tuple[Activation, ...]) -> list[ScoredPairs]:
+    def _score_as(
+        self, queries: list[str], docs: list[str], acts: tuple[Activation, ...], instruction: str | None = None
+    ) -> list[ScoredPairs]:
         """Score the pairs once and return their scores under each activation in ``acts``."""
         for act in acts:
             self._check_activation(act)
+        if instruction is not None:
+            self._check_instruction(instruction)
         if self._english_only and not self._warned_language:
             self._check_language(queries)
         if self.config.long_documents == "window":
             return self._score_windows(queries, docs, acts)
-        logits, truncated, tokens = self._logits(queries, docs)
+        logits, truncated, tokens = self._logits(queries, docs, instruction)
         if truncated.any():
             log.warning(
                 "%d of %d pairs were truncated to max_length=%d tokens (the query is kept, the document cut); "
@@ -435,30 +468,50 @@ class CrossEncoder:
                 self._name,
             )
 
+    def _check_instruction(self, instruction: str) -> None:
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InputError(f"instruction must be a non-empty str (got {instruction!r})")
+        template = getattr(self.scorer, "template", None)
+        if template is None or not template.instruction:
+            what = f"its {template.name!r} template" if template is not None else "a cross-encoder of its family"
+            raise ConfigError(
+                f"{self._name!r} takes no instruction ({what} has no place for one); drop instruction= "
+                "(instructions are for decoder rerankers such as Qwen3-Reranker and mxbai-rerank-v2)"
+            )
+
     def _logits(
-        self, queries: list[str], docs: list[str]
+        self, queries: list[str], docs: list[str], instruction: str | None = None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
         if self.cache is None or not queries:
-            return self._compute_logits(queries, docs)
-        keys = self.cache.keys(queries, docs)
+            return self._compute_logits(queries, docs, instruction)
+        # a pair's cached score holds for one instruction: the key reads it with the query
+        keyed = queries if instruction is None else [f"{instruction}\x00{q}" for q in queries]
+        keys = self.cache.keys(keyed, docs)
         logits, found = self.cache.get(keys, self.num_labels)
         truncated = np.zeros(len(queries), dtype=np.bool_)
         tokens = np.zeros(len(queries), dtype=np.int32)
         todo = np.flatnonzero(~found)
         if todo.size:
-            new, trunc, tok = self._compute_logits([queries[i] for i in todo], [docs[i] for i in todo])
+            new, trunc, tok = self._compute_logits([queries[i] for i in todo], [docs[i] for i in todo], instruction)
             logits[todo], truncated[todo], tokens[todo] = new, trunc, tok
             self.cache.put([keys[i] for i in todo], new)
         if found.any() and self.encoder is not None:  # a cached pair's truncation and tokens are recomputed cheaply
             hit = np.flatnonzero(found)
             enc = self.encoder.encode([queries[i] for i in hit], [docs[i] for i in hit])
             truncated[hit], tokens[hit] = enc.truncated, enc.lengths
+        elif found.any() and hasattr(self.scorer, "tokens"):  # a prompt family's token builder
+            hit = np.flatnonzero(found)
+            built = self.scorer.tokens([queries[i] for i in hit], [docs[i] for i in hit], instruction=instruction)
+            truncated[hit], tokens[hit] = built.truncated, built.lengths
         return logits, truncated, tokens
 
     def _compute_logits(
-        self, queries: list[str], docs: list[str]
+        self, queries: list[str], docs: list[str], instruction: str | None = None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.int32]]:
-        scored = self.scorer.score(queries, docs)
+        if instruction is None:
+            scored = self.scorer.score(queries, docs)
+        else:
+            scored = self.scorer.score(queries, docs, instruction=instruction)  # type: ignore[call-arg]
         logits = np.asarray(scored.scores, dtype=np.float32).reshape(len(queries), self.num_labels)
         return logits, scored.truncated, scored.num_tokens
 

@@ -54,15 +54,22 @@ class Scorer(Protocol):
 #: model families by name: ``"module:Class"`` with a ``from_files(files, *, backend, config, progress)`` classmethod
 FAMILIES: dict[str, str] = {
     "sequence-classification": "crossrank.rerank.classifier:SequenceClassifier",
+    "decoder-classification": "crossrank.rerank.decoder:DecoderScorer",
+    "causal-lm": "crossrank.rerank.decoder:DecoderScorer",
+    "t5": "crossrank.rerank.seq2seq:T5Scorer",
 }
+
+# model types whose ``…ForSequenceClassification`` reads the last token (a decoder), not the first
+_DECODER_TYPES = frozenset(
+    {
+        "gemma", "gemma2", "gemma3", "gemma3_text", "gpt2", "gpt_neox", "granite", "llama", "mistral",
+        "mixtral", "olmo", "olmo2", "phi", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "smollm3",
+    }
+)  # fmt: skip
 
 _DETECTORS: list[tuple[str, Callable[[ModelFiles], bool]]] = []
 
-# architectures whose family crossrank knows but cannot score yet
-_PLANNED = {
-    "ForCausalLM": "a decoder (causal LM) reranker",
-    "ForConditionalGeneration": "a sequence-to-sequence (T5) reranker",
-}
+_T5_ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration", "UMT5ForConditionalGeneration")
 
 
 def register_family(name: str, target: str | type[Any], *, detect: Callable[[ModelFiles], bool] | None = None) -> None:
@@ -89,42 +96,84 @@ def register_family(name: str, target: str | type[Any], *, detect: Callable[[Mod
         _DETECTORS.insert(0, (name, detect))
 
 
-def family_of(files: ModelFiles) -> str:
-    """Return the family of a model from its settings, its detectors and its config's ``architectures``.
+def family_of(files: ModelFiles, family: str | None = None) -> str:
+    """Return the family of a model: from ``family``, its settings, its detectors, its hub id or its config.
+
+    The config's ``architectures`` decide: ``…ForSequenceClassification`` is
+    ``"sequence-classification"`` (an encoder) or ``"decoder-classification"`` (a decoder model
+    type, read at the last token); ``…ForCausalLM`` is ``"causal-lm"``; T5 is ``"t5"``. A few
+    rerankers whose files do not say what they are are known by exact hub id
+    (:data:`~crossrank.rerank.templates.KNOWN_MODELS`); a name is never guessed from.
 
     Raises:
-        ConfigError: the config names an architecture crossrank cannot score, saying which.
+        ConfigError: ``family`` contradicts the config, or the config names an architecture no
+            family scores (the message lists the families).
     """
+    from crossrank.rerank.templates import KNOWN_MODELS
+
+    architectures = [str(a) for a in files.config.get("architectures") or []]
+    found = _family_from_config(files, architectures)
+    if family is not None:
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown family {family!r}; known families: {sorted(FAMILIES)}")
+        if found is not None and found != family:
+            raise ConfigError(
+                f"family={family!r} contradicts {files.name!r}'s config ({', '.join(architectures)} is "
+                f"{found!r}); drop family= or pick the model it was meant for"
+            )
+        return family
     named = files.settings.get("family")
     if isinstance(named, str) and named:
         return named
     for name, detect in _DETECTORS:
         if detect(files):
             return name
-    architectures = [str(a) for a in files.config.get("architectures") or []]
-    for arch in architectures:
-        if arch.endswith("ForSequenceClassification"):
-            return "sequence-classification"
-    for arch in architectures:
-        for suffix, what in _PLANNED.items():
-            if arch.endswith(suffix):
-                raise ConfigError(
-                    f"{files.name!r} is {what} ({arch}); crossrank scores sequence-classification "
-                    "cross-encoders (e.g. cross-encoder/ms-marco-MiniLM-L-12-v2, BAAI/bge-reranker-base) today"
-                )
+    if files.name in KNOWN_MODELS:
+        return KNOWN_MODELS[files.name][0]
+    if found is not None:
+        return found
+    if architectures:
+        raise ConfigError(
+            f"{files.name!r} is a {', '.join(architectures)}, which no crossrank family scores; supported: "
+            "encoder and decoder …ForSequenceClassification, decoder …ForCausalLM (with a prompt template), "
+            f"T5ForConditionalGeneration; families: {sorted(FAMILIES)}"
+        )
     # an ONNX or OpenVINO graph with a logits output, or a config without architectures
     return "sequence-classification"
 
 
+def _family_from_config(files: ModelFiles, architectures: list[str]) -> str | None:
+    model_type = str(files.config.get("model_type", ""))
+    for arch in architectures:
+        if arch.endswith("ForSequenceClassification"):
+            return "decoder-classification" if model_type in _DECODER_TYPES else "sequence-classification"
+        if arch.endswith("ForCausalLM"):
+            return "causal-lm"
+        if arch in _T5_ARCHITECTURES:
+            return "t5"
+    return None
+
+
 def load_scorer(
-    files: ModelFiles, *, backend: str, config: ScoringConfig, progress: bool = False, reason: str = ""
+    files: ModelFiles,
+    *,
+    backend: str,
+    config: ScoringConfig,
+    progress: bool = False,
+    reason: str = "",
+    family: str | None = None,
+    **options: Any,
 ) -> Scorer:
     """Return the scorer of ``files``' family, running on ``backend``.
 
+    ``options`` go to the family's ``from_files`` (the decoder and T5 families take ``template``
+    and ``instruction``).
+
     Raises:
-        ConfigError: the family is unknown; the message lists the known ones.
+        ConfigError: the family is unknown (the message lists the known ones), or an option is
+            given to a family that takes none.
     """
-    family = family_of(files)
+    family = family_of(files, family)
     target = FAMILIES.get(family)
     if target is None:
         raise ConfigError(
@@ -133,5 +182,13 @@ def load_scorer(
         )
     module, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module), attr)
-    scorer: Scorer = cls.from_files(files, backend=backend, config=config, progress=progress, reason=reason)
+    given = {k: v for k, v in options.items() if v is not None}
+    if family in ("causal-lm", "decoder-classification"):
+        given["family"] = family
+    elif given and family == "sequence-classification":
+        raise ConfigError(
+            f"{files.name!r} is a sequence-classification cross-encoder, which takes no {' or '.join(sorted(given))}; "
+            "prompt templates and instructions are for decoder and T5 rerankers"
+        )
+    scorer: Scorer = cls.from_files(files, backend=backend, config=config, progress=progress, reason=reason, **given)
     return scorer

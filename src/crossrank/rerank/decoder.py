@@ -1,0 +1,236 @@
+"""The decoder families: LLM rerankers read through token logits, or through a classification head.
+
+- ``causal-lm``: a ``…ForCausalLM`` (Qwen3-Reranker, mxbai-rerank-v2, bge-reranker-v2-gemma) fed
+  its prompt template; the score is ``logit(positive) - logit(negative)`` at the last position
+  (or ``logit(positive)`` alone). Only the two rows of the LM head the score reads are kept
+  (folded into a 2-row head), so the full-vocabulary projection is never computed: the result
+  is the same number, exactly, as the reference's ``logits[:, -1, yes] - logits[:, -1, no]``.
+- ``decoder-classification``: a ``…ForSequenceClassification`` decoder (Qwen3-Reranker's
+  sequence-classification conversions), read at the last token.
+
+Pairs are sorted by length, batched by a token budget, padded on the left (so the last position
+is every row's last token) with position ids that count from each row's first real token.
+Scores stay in fp32 up to the activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crossrank._deps import require
+from crossrank._progress import counting
+from crossrank.engine.base import default_threads
+from crossrank.errors import ConfigError, ModelError
+from crossrank.models.tokenizer import model_max_length
+from crossrank.ranking import ScoredPairs
+from crossrank.rerank.prompts import PromptEncoder, PromptTokens
+from crossrank.rerank.templates import Template, template_for
+
+if TYPE_CHECKING:
+    from crossrank.models.source import ModelFiles
+    from crossrank.rerank.config import Activation, ScoringConfig
+
+__all__ = ["DecoderScorer", "batches_by_budget"]
+
+# Qwen3-Reranker's own default; a model's config may allow more (32k), a call may ask for more
+_DEFAULT_MAX_LENGTH = 8192
+
+
+def batches_by_budget(lengths: np.ndarray, *, token_budget: int, max_batch_size: int) -> list[np.ndarray]:
+    """Return positions grouped into batches, longest first, each within ``token_budget`` padded tokens.
+
+    A pair longer than the budget gets a batch of its own, so one long document never shares
+    (and multiplies) its padding.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    out: list[np.ndarray] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        longest = int(lengths[order[start]])
+        size = max(1, min(max_batch_size, token_budget // max(longest, 1)))
+        out.append(order[start : start + size])
+        start += size
+    return out
+
+
+def left_padded(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(input_ids, attention_mask, position_ids)`` int64 arrays, padded on the left."""
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        input_ids[row, width - len(seq) :] = seq
+        mask[row, width - len(seq) :] = 1
+    positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+    return input_ids, mask, positions
+
+
+class DecoderScorer:
+    """Score pairs with a decoder reranker, in torch.
+
+    Args:
+        model: the loaded transformers model (``…ForCausalLM`` or ``…ForSequenceClassification``).
+        encoder: the prompt encoder (template, tokenizer, ``max_length``).
+        head: float32 ``(rows, hidden)``: the rows the score reads (positive, negative) or the
+            classification head.
+        family: ``"causal-lm"`` or ``"decoder-classification"``.
+        config: scoring settings (token budget, batch size).
+        name: the model's name, for messages.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        encoder: PromptEncoder,
+        head: Any,
+        *,
+        family: str,
+        config: ScoringConfig,
+        name: str = "",
+        bias: Any = None,
+        softcap: float | None = None,
+        instruction: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.model = model
+        self.encoder = None  # no BERT pair encoder: windows and pair checks are not offered
+        self.prompts = encoder
+        self.template: Template = encoder.template
+        self.family = family
+        self.name = name
+        self.max_length = encoder.max_length
+        self.instruction = instruction
+        self.progress = progress
+        self.backend_name = "torch"
+        self.backend_reason = "decoder rerankers run in torch"
+        self.labels: tuple[str, ...] = ("score",)
+        self.default_activation: Activation = "sigmoid"
+        self._head = head
+        self._bias = bias
+        self._softcap = softcap
+        self._difference = family == "causal-lm" and encoder.negative_id is not None
+        self._token_budget = config.token_budget
+        self._max_batch_size = config.max_batch_size
+        pad = getattr(model.config, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(model.config, "eos_token_id", None)
+        if isinstance(pad, (list, tuple)):
+            pad = pad[0] if pad else None
+        self._pad_id = int(pad) if pad is not None else 0
+
+    @classmethod
+    def from_files(
+        cls,
+        files: ModelFiles,
+        *,
+        backend: str,
+        config: ScoringConfig,
+        progress: bool = False,
+        reason: str = "",
+        family: str = "causal-lm",
+        template: str | Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+    ) -> DecoderScorer:
+        """Load a decoder reranker's folder (Hugging Face weights) in fp32 torch.
+
+        Raises:
+            ConfigError: ``backend`` is not torch or auto, the template needs tokens the vocabulary
+                lacks, or the folder has no weights.
+            ModelError: transformers cannot load the weights.
+        """
+        if backend not in ("torch", "auto"):
+            raise ConfigError(
+                f"{files.name!r} is a {family} reranker, which crossrank runs in torch only for now "
+                f"(got backend={backend!r}); use backend='torch' or 'auto'"
+            )
+        if not files.has_weights:
+            raise ConfigError(
+                f"{files.name!r} has no Hugging Face weights (model.safetensors); a {family} reranker needs them"
+            )
+        torch = require("torch", feature=f"the {family} family")
+        transformers = require("transformers", feature=f"the {family} family")
+        settings = dict(files.settings)
+        if template is not None:
+            settings["template"] = template
+        tpl = template_for(files.name, settings, default=None)
+        limit = model_max_length(files.config, default=_DEFAULT_MAX_LENGTH)
+        max_length = min(config.max_length or min(limit, _DEFAULT_MAX_LENGTH), limit)
+        encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
+        torch.set_num_threads(config.threads or default_threads())
+        auto = (
+            transformers.AutoModelForCausalLM
+            if family == "causal-lm"
+            else transformers.AutoModelForSequenceClassification
+        )
+        try:
+            model = auto.from_pretrained(str(files.folder), dtype=torch.float32, attn_implementation="sdpa")
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"transformers cannot load {files.folder} ({err})") from err
+        model.eval()
+        bias = None
+        if family == "causal-lm":
+            out = model.get_output_embeddings()
+            rows = [encoder.positive_id] + ([encoder.negative_id] if encoder.negative_id is not None else [])
+            head = out.weight.detach()[rows].clone().float()
+            if getattr(out, "bias", None) is not None:
+                bias = out.bias.detach()[rows].clone().float()
+        else:
+            score = model.score if hasattr(model, "score") else model.get_output_embeddings()
+            head = score.weight.detach().clone().float()
+            if getattr(score, "bias", None) is not None:
+                bias = score.bias.detach().clone().float()
+        softcap = getattr(model.config, "final_logit_softcapping", None)
+        scorer = cls(
+            model,
+            encoder,
+            head,
+            family=family,
+            config=config,
+            name=files.name,
+            bias=bias,
+            softcap=float(softcap) if softcap else None,
+            instruction=instruction,
+            progress=progress,
+        )
+        scorer.backend_reason = reason or scorer.backend_reason
+        return scorer
+
+    def tokens(
+        self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None
+    ) -> PromptTokens:
+        """Return the token ids the model reads for each pair (template applied, documents cut to fit)."""
+        return self.prompts.encode(queries, documents, instruction=instruction or self.instruction)
+
+    def score(self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None) -> ScoredPairs:
+        """Return raw scores, float32 ``(n, 1)`` in input order: the log-odds of the positive token."""
+        import torch
+
+        n = len(queries)
+        out = np.zeros((n, 1), dtype=np.float32)
+        if n == 0:
+            return ScoredPairs(out, np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int32))
+        enc = self.tokens(queries, documents, instruction=instruction)
+        base = self.model.base_model
+        groups = batches_by_budget(enc.lengths, token_budget=self._token_budget, max_batch_size=self._max_batch_size)
+        with torch.inference_mode(), counting(self.progress and n >= 64, "scoring", n, transient=True) as tick:
+            for idx in groups:
+                input_ids, mask, positions = left_padded([enc.ids[i] for i in idx], self._pad_id)
+                hidden = base(
+                    input_ids=torch.from_numpy(input_ids),
+                    attention_mask=torch.from_numpy(mask),
+                    position_ids=torch.from_numpy(positions),
+                ).last_hidden_state[:, -1, :]
+                logits = hidden.float() @ self._head.T
+                if self._bias is not None:
+                    logits = logits + self._bias
+                if self._softcap:
+                    logits = torch.tanh(logits / self._softcap) * self._softcap
+                raw = logits[:, 0] - logits[:, 1] if self._difference else logits[:, 0]
+                out[idx, 0] = raw.numpy()
+                if tick is not None:
+                    tick(len(idx))
+        return ScoredPairs(out, enc.truncated, enc.lengths)

@@ -1,0 +1,164 @@
+"""The T5 family: monoT5-style rerankers read at the first decoder step.
+
+The input is the template's text (``Query: … Document: … Relevant:``, then ``</s>``); the decoder
+runs one step from its start token, and the score is ``logit("true") - logit("false")`` there,
+whose sigmoid is the reference's softmax of "true" against "false". Only the two rows of the LM
+head the score reads are kept, and T5's output scaling (``d_model ** -0.5`` for tied
+embeddings) is applied as transformers applies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from crossrank._deps import require
+from crossrank._progress import counting
+from crossrank.engine.base import default_threads
+from crossrank.errors import ConfigError, ModelError
+from crossrank.models.tokenizer import model_max_length
+from crossrank.ranking import ScoredPairs
+from crossrank.rerank.decoder import batches_by_budget
+from crossrank.rerank.prompts import PromptEncoder, PromptTokens
+from crossrank.rerank.templates import template_for
+
+if TYPE_CHECKING:
+    from crossrank.models.source import ModelFiles
+    from crossrank.rerank.config import Activation, ScoringConfig
+
+__all__ = ["T5Scorer"]
+
+
+class T5Scorer:
+    """Score pairs with a T5 reranker, in torch (fp32).
+
+    Args:
+        model: the loaded ``T5ForConditionalGeneration``.
+        encoder: the prompt encoder.
+        config: scoring settings.
+        name: the model's name, for messages.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        encoder: PromptEncoder,
+        *,
+        config: ScoringConfig,
+        name: str = "",
+        instruction: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        import torch
+
+        self.model = model
+        self.encoder = None
+        self.prompts = encoder
+        self.template = encoder.template
+        self.family = "t5"
+        self.name = name
+        self.max_length = encoder.max_length
+        self.instruction = instruction
+        self.progress = progress
+        self.backend_name = "torch"
+        self.backend_reason = "T5 rerankers run in torch"
+        self.labels: tuple[str, ...] = ("score",)
+        self.default_activation: Activation = "sigmoid"
+        if encoder.negative_id is None:
+            raise ConfigError(f"the t5 family reads two tokens; template {self.template.name!r} names one")
+        rows = [encoder.positive_id, encoder.negative_id]
+        self._head = model.get_output_embeddings().weight.detach()[rows].clone().float()
+        cfg = model.config
+        self._scale = float(cfg.d_model) ** -0.5 if getattr(cfg, "tie_word_embeddings", True) else 1.0
+        self._pad_id = int(getattr(cfg, "pad_token_id", 0) or 0)
+        self._start = int(getattr(cfg, "decoder_start_token_id", self._pad_id) or 0)
+        self._token_budget = config.token_budget
+        self._max_batch_size = config.max_batch_size
+        self._torch = torch
+
+    @classmethod
+    def from_files(
+        cls,
+        files: ModelFiles,
+        *,
+        backend: str,
+        config: ScoringConfig,
+        progress: bool = False,
+        reason: str = "",
+        template: str | Mapping[str, Any] | None = None,
+        instruction: str | None = None,
+        **_: Any,
+    ) -> T5Scorer:
+        """Load a T5 reranker's folder (Hugging Face weights) in fp32 torch.
+
+        Raises:
+            ConfigError: ``backend`` is not torch or auto, the folder has no weights, or the
+                vocabulary lacks the template's "true"/"false" tokens.
+            ModelError: transformers cannot load the weights.
+        """
+        if backend not in ("torch", "auto"):
+            raise ConfigError(
+                f"{files.name!r} is a T5 reranker, which crossrank runs in torch only for now "
+                f"(got backend={backend!r}); use backend='torch' or 'auto'"
+            )
+        if not files.has_weights:
+            raise ConfigError(
+                f"{files.name!r} has no Hugging Face weights (model.safetensors); a T5 reranker needs them"
+            )
+        torch = require("torch", feature="the t5 family")
+        transformers = require("transformers", feature="the t5 family")
+        settings = dict(files.settings)
+        if template is not None:
+            settings["template"] = template
+        tpl = template_for(files.name, settings, default="monot5")
+        limit = model_max_length(files.config, default=512)
+        max_length = min(config.max_length or 512, max(limit, 512))
+        encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
+        torch.set_num_threads(config.threads or default_threads())
+        try:
+            model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(files.folder), dtype=torch.float32)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"transformers cannot load {files.folder} ({err})") from err
+        scorer = cls(model.eval(), encoder, config=config, name=files.name, instruction=instruction, progress=progress)
+        scorer.backend_reason = reason or scorer.backend_reason
+        return scorer
+
+    def tokens(
+        self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None
+    ) -> PromptTokens:
+        """Return the token ids the encoder reads for each pair."""
+        return self.prompts.encode(queries, documents, instruction=instruction or self.instruction)
+
+    def score(self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None) -> ScoredPairs:
+        """Return raw scores, float32 ``(n, 1)``: ``logit(true) - logit(false)`` at the first decoder step."""
+        torch = self._torch
+        n = len(queries)
+        out = np.zeros((n, 1), dtype=np.float32)
+        if n == 0:
+            return ScoredPairs(out, np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int32))
+        enc = self.tokens(queries, documents, instruction=instruction)
+        groups = batches_by_budget(enc.lengths, token_budget=self._token_budget, max_batch_size=self._max_batch_size)
+        with torch.inference_mode(), counting(self.progress and n >= 64, "scoring", n, transient=True) as tick:
+            for idx in groups:
+                rows = [enc.ids[i] for i in idx]
+                width = max(len(r) for r in rows)
+                ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+                mask = np.zeros((len(rows), width), dtype=np.int64)
+                for r, seq in enumerate(rows):
+                    ids[r, : len(seq)] = seq
+                    mask[r, : len(seq)] = 1
+                attention = torch.from_numpy(mask)
+                encoded = self.model.get_encoder()(input_ids=torch.from_numpy(ids), attention_mask=attention)
+                start = torch.full((len(rows), 1), self._start, dtype=torch.long)
+                hidden = self.model.get_decoder()(
+                    input_ids=start,
+                    encoder_hidden_states=encoded.last_hidden_state,
+                    encoder_attention_mask=attention,
+                ).last_hidden_state[:, 0, :]
+                logits = (hidden.float() * self._scale) @ self._head.T
+                out[idx, 0] = (logits[:, 0] - logits[:, 1]).numpy()
+                if tick is not None:
+                    tick(len(idx))
+        return ScoredPairs(out, enc.truncated, enc.lengths)

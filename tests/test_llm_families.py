@@ -1,0 +1,227 @@
+"""Decoder (LLM) and T5 rerankers score exactly as their model cards' reference code does.
+
+Each reference below is written from the model card's (or its library's) recipe with plain
+transformers, on tiny random models with real configs and locally trained tokenizers
+(tests/tiny_llms.py); crossrank must agree within 1e-4 in fp32, for batch sizes 1, 3 and 64,
+in shuffled order, and build the same tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+from crossrank import CrossEncoder
+from crossrank.errors import ConfigError
+from crossrank.rerank.config import ScoringConfig
+from crossrank.rerank.templates import TEMPLATES
+
+QWEN3_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+@pytest.fixture(scope="module")
+def llms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tiny_llms import build_all
+
+    return build_all(tmp_path_factory.mktemp("llms"))
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[tuple[str, str]]:
+    from conftest import DL19
+
+    queries = [json.loads(x)["text"] for x in (DL19 / "queries.jsonl").read_text().splitlines()[:8]]
+    docs = [json.loads(x)["text"] for x in (DL19 / "corpus.jsonl").read_text().splitlines()[:40]]
+    rng = random.Random(5)
+    return [(rng.choice(queries), rng.choice(docs)) for _ in range(64)]
+
+
+# ---------------------------------------------------------------- references, from the model cards
+
+
+def qwen3_reference(folder: Path, pairs: list[tuple[str, str]], max_length: int = 8192, instruction: str = QWEN3_TASK):
+    """Qwen/Qwen3-Reranker model card: P("yes") of a softmax over the last position's ("no", "yes") logits."""
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    prefix = tok.encode(QWEN3_PREFIX, add_special_tokens=False)
+    suffix = tok.encode(QWEN3_SUFFIX, add_special_tokens=False)
+    texts = [f"<Instruct>: {instruction}\n<Query>: {q}\n<Document>: {d}" for q, d in pairs]
+    enc = tok(texts, padding=False, truncation="longest_first", return_attention_mask=False,
+              max_length=max_length - len(prefix) - len(suffix))  # fmt: skip
+    ids = [prefix + x + suffix for x in enc["input_ids"]]
+    batch = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        last = model(**batch).logits[:, -1, :]
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    probs = torch.log_softmax(torch.stack([last[:, no], last[:, yes]], dim=1), dim=1)[:, 1].exp()
+    return probs.numpy(), ids
+
+
+def mxbai_reference(folder: Path, pairs: list[tuple[str, str]]):
+    """mxbai-rerank v2 (the mxbai-rerank package): logit("1") - logit("0") after its chat prompt."""
+    t = TEMPLATES["mxbai-rerank-v2"]
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+    def ids(x: str) -> list[int]:
+        return tok(x, add_special_tokens=False)["input_ids"]
+
+    rows = [
+        ids(t.prefix[0]) + ids(f"query: {q}") + ids("\n") + ids(f"document: {d}") + ids("\n") + ids(t.suffix[1])
+        + ids(t.suffix[2])
+        for q, d in pairs
+    ]  # fmt: skip
+    batch = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        last = model(**batch).logits[:, -1, :]
+    return (last[:, ids("1")[0]] - last[:, ids("0")[0]]).numpy(), rows
+
+
+def gemma_reference(folder: Path, pairs: list[tuple[str, str]]):
+    """BAAI/bge-reranker-v2-gemma (FlagEmbedding): the logit of "Yes" after its prompt."""
+    prompt = TEMPLATES["bge-reranker-gemma"].suffix[1]
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+    def ids(x: str) -> list[int]:
+        return tok(x, add_special_tokens=False)["input_ids"]
+
+    rows = [
+        [tok.bos_token_id, *ids(f"A: {q}"), *ids("\n"), *ids(f"B: {d}"), *ids("\n"), *ids(prompt)] for q, d in pairs
+    ]
+    batch = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        last = model(**batch).logits[:, -1, :]
+    return last[:, ids("Yes")[0]].numpy(), rows
+
+
+def seq_cls_reference(folder: Path, pairs: list[tuple[str, str]]):
+    """Qwen3-Reranker-seq-cls conversions: the 1-logit head at the last token of the formatted pair."""
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    texts = [f"{QWEN3_PREFIX}<Instruct>: {QWEN3_TASK}\n<Query>: {q}\n<Document>: {d}{QWEN3_SUFFIX}" for q, d in pairs]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits[:, 0].numpy(), None
+
+
+def t5_reference(folder: Path, pairs: list[tuple[str, str]]):
+    """castorini/monot5 (pygaggle): softmax of "true" against "false" at the first decoder step."""
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.float32).eval()
+    rows = [tok(f"Query: {q} Document: {d} Relevant:", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            for q, d in pairs]  # fmt: skip
+    batch = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    true_id = tok("true", add_special_tokens=False)["input_ids"][0]
+    false_id = tok("false", add_special_tokens=False)["input_ids"][0]
+    start = torch.full((len(rows), 1), model.config.decoder_start_token_id)
+    with torch.no_grad():
+        logits = model(**batch, decoder_input_ids=start).logits[:, 0, :]
+    probs = torch.softmax(torch.stack([logits[:, true_id], logits[:, false_id]], dim=1), dim=1)[:, 0]
+    return probs.numpy(), rows
+
+
+# kind of score each reference returns: a probability (compared after crossrank's sigmoid) or a raw logit
+CASES = {
+    "qwen3": (qwen3_reference, "sigmoid"),
+    "qwen2": (mxbai_reference, "none"),
+    "gemma": (gemma_reference, "none"),
+    "qwen3-seq-cls": (seq_cls_reference, "none"),
+    "t5": (t5_reference, "sigmoid"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_scores_equal_the_model_cards_reference(llms, pairs, name: str, batch: int) -> None:
+    reference, activation = CASES[name]
+    expected, _ = reference(llms[name], pairs)
+    ce = CrossEncoder(llms[name], config=ScoringConfig(max_batch_size=batch))
+    order = list(range(len(pairs)))
+    random.Random(batch).shuffle(order)
+    got = ce.score([pairs[i] for i in order], activation=activation)
+    assert np.abs(got - expected[order]).max() < 1e-4
+    # the references' spread is wide enough for the order to mean something
+    assert np.std(expected) > 10 * 1e-4
+
+
+@pytest.mark.parametrize("name", ["qwen3", "qwen2", "gemma", "t5"])
+def test_the_tokens_are_the_references_token_for_token(llms, pairs, name: str) -> None:
+    reference, _ = CASES[name]
+    picked = [*pairs[:11], (pairs[0][0], "a b c " * 3)]
+    _, expected = reference(llms[name], picked)
+    ce = CrossEncoder(llms[name])
+    built = ce.scorer.tokens([q for q, _ in picked], [d for _, d in picked])
+    assert built.ids == expected
+    assert not built.truncated.any()
+
+
+def test_a_cut_document_is_cut_as_qwen3s_reference_cuts_it_and_the_suffix_stays(llms, pairs) -> None:
+    long_doc = " ".join(d for _, d in pairs[:6])
+    picked = [(pairs[0][0], long_doc), (pairs[1][0], "a short passage")]
+    expected_scores, expected = qwen3_reference(llms["qwen3"], picked, max_length=160)
+    ce = CrossEncoder(llms["qwen3"], config=ScoringConfig(max_length=160))
+    built = ce.scorer.tokens([q for q, _ in picked], [d for _, d in picked])
+    assert built.ids == expected
+    assert built.truncated.tolist() == [True, False] and built.lengths[0] == 160
+    suffix = ce.scorer.prompts.tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids
+    assert built.ids[0][-len(suffix) :] == suffix
+    details = ce.score_details(picked, activation="sigmoid")
+    assert details.truncated.tolist() == [True, False]
+    assert np.abs(details.scores - expected_scores).max() < 1e-4
+
+
+def test_an_instruction_per_call_is_the_references_instruction(llms, pairs) -> None:
+    task = "Given a question, find passages that contradict it"
+    expected, _ = qwen3_reference(llms["qwen3"], pairs[:5], instruction=task)
+    ce = CrossEncoder(llms["qwen3"])
+    got = ce.score(pairs[:5], activation="sigmoid", instruction=task)
+    assert np.abs(got - expected).max() < 1e-4
+    assert np.abs(ce.score(pairs[:5], activation="sigmoid") - expected).max() > 1e-4
+    same_query = [(pairs[0][0], d) for _, d in pairs[:5]]
+    want = ce.score(same_query, instruction=task)
+    ranking = ce.rerank(pairs[0][0], [d for _, d in same_query], instruction=task)
+    assert [h.index for h in ranking.hits] == np.argsort(-want, kind="stable").tolist()
+    assert [h.score for h in ranking.hits] == pytest.approx(np.sort(want)[::-1].tolist(), abs=1e-6)
+
+
+def test_families_come_from_the_files_and_errors_say_what_to_do(llms, tmp_path) -> None:
+    import shutil
+
+    assert CrossEncoder(llms["qwen3"]).scorer.family == "causal-lm"
+    assert CrossEncoder(llms["qwen3-seq-cls"]).scorer.family == "decoder-classification"
+    assert CrossEncoder(llms["t5"]).scorer.family == "t5"
+    # a causal LM whose files name no template: the error says how to give one
+    bare = tmp_path / "bare"
+    shutil.copytree(llms["qwen3"], bare)
+    (bare / "crossrank.json").unlink()
+    with pytest.raises(ConfigError, match="needs a prompt template: pass template="):
+        CrossEncoder(bare)
+    assert CrossEncoder(bare, template="qwen3-reranker").scorer.template.name == "qwen3-reranker"
+    # family= that contradicts the config
+    with pytest.raises(ConfigError, match="contradicts"):
+        CrossEncoder(llms["qwen3"], family="t5")
+    # an instruction for a template without one, and for an encoder cross-encoder
+    with pytest.raises(ConfigError, match="takes no instruction"):
+        CrossEncoder(llms["gemma"]).score([("q", "d")], instruction="find answers")
+    with pytest.raises(ConfigError, match="takes no instruction"):
+        CrossEncoder("default").score([("q", "d")], instruction="find answers")
+    # a template whose score token the vocabulary lacks
+    with pytest.raises(ConfigError, match="no single token"):
+        CrossEncoder(bare, template={"base": "qwen3-reranker", "positive": "zzyzx-not-a-token"})  # type: ignore[arg-type]
