@@ -147,16 +147,22 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# T5's encoder reads the whole input at once: it has no prefix to reuse, so it runs once
+RUNS = [(name, reuse) for name in CASES for reuse in (True, False) if name != "t5" or reuse]
+
+
+@pytest.mark.parametrize(("name", "reuse"), RUNS, ids=[f"{n}-{'reuse' if r else 'plain'}" for n, r in RUNS])
 @pytest.mark.parametrize("batch", [1, 3, 64])
-def test_scores_equal_the_model_cards_reference(llms, pairs, name: str, batch: int) -> None:
+def test_scores_equal_the_model_cards_reference(llms, pairs, name: str, batch: int, reuse: bool) -> None:
     reference, activation = CASES[name]
     expected, _ = reference(llms[name], pairs)
-    ce = CrossEncoder(llms[name], config=ScoringConfig(max_batch_size=batch))
+    ce = CrossEncoder(llms[name], config=ScoringConfig(max_batch_size=batch, prefix_reuse=reuse))
     order = list(range(len(pairs)))
     random.Random(batch).shuffle(order)
     got = ce.score([pairs[i] for i in order], activation=activation)
     assert np.abs(got - expected[order]).max() < 1e-4
+    if name != "t5":  # 64 pairs of 8 queries: every query's pairs run on its shared prefix, or none do
+        assert ce.scorer.pairs_on_shared_prefix == (len(pairs) if reuse else 0)
     # the references' spread is wide enough for the order to mean something
     assert np.std(expected) > 10 * 1e-4
 

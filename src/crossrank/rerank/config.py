@@ -41,6 +41,8 @@ class ScoringConfig:
             bf16, else fp32), ``"fp32"`` or ``"bf16"``.
         cache_size: how many (query, document) scores to keep in an in-memory LRU cache; 0 is off.
         cache_dir: a folder for a persistent score cache (SQLite) shared across runs; ``None`` is off.
+        prefix_reuse: decoder rerankers compute the prompt head a query's pairs share (template,
+            instruction, query) once and run only each document's tokens against it.
     """
 
     max_length: int | None = None
@@ -56,6 +58,7 @@ class ScoringConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     cache_size: int = 0
     cache_dir: str | None = None
+    prefix_reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.max_length is not None and not 8 <= self.max_length <= 32768:

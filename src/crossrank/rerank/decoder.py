@@ -11,6 +11,11 @@
 Pairs are sorted by length, batched by a token budget, padded on the left (so the last position
 is every row's last token) with position ids that count from each row's first real token.
 Scores stay in fp32 up to the activation.
+
+**Shared-prefix reuse.** The pairs of one query share their first tokens (the template's head,
+the instruction and the query). Their key/value cache is computed once, and each batch runs
+only its documents' tokens against it (padded on the right, read at each row's last token).
+The scores are the same numbers as without reuse, up to float rounding.
 """
 
 from __future__ import annotations
@@ -115,6 +120,8 @@ class DecoderScorer:
         self._difference = family == "causal-lm" and encoder.negative_id is not None
         self._token_budget = config.token_budget
         self._max_batch_size = config.max_batch_size
+        self.prefix_reuse = config.prefix_reuse and _plain_cache(model.config)
+        self.pairs_on_shared_prefix = 0  # pairs scored against a cached prefix, for reports and tests
         pad = getattr(model.config, "pad_token_id", None)
         if pad is None:
             pad = getattr(model.config, "eos_token_id", None)
@@ -206,7 +213,11 @@ class DecoderScorer:
         return self.prompts.encode(queries, documents, instruction=instruction or self.instruction)
 
     def score(self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None) -> ScoredPairs:
-        """Return raw scores, float32 ``(n, 1)`` in input order: the log-odds of the positive token."""
+        """Return raw scores, float32 ``(n, 1)`` in input order: the log-odds of the positive token.
+
+        With ``prefix_reuse``, the pairs of a query that share at least :data:`MIN_SHARED_TOKENS`
+        leading tokens run against one cached prefix.
+        """
         import torch
 
         n = len(queries)
@@ -214,23 +225,113 @@ class DecoderScorer:
         if n == 0:
             return ScoredPairs(out, np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int32))
         enc = self.tokens(queries, documents, instruction=instruction)
-        base = self.model.base_model
-        groups = batches_by_budget(enc.lengths, token_budget=self._token_budget, max_batch_size=self._max_batch_size)
+        plain: list[int] = []
+        shared: list[tuple[int, np.ndarray]] = []
+        if self.prefix_reuse:
+            by_query: dict[str, list[int]] = {}
+            for i, q in enumerate(queries):
+                by_query.setdefault(q, []).append(i)
+            for rows in by_query.values():
+                head = _common_prefix([enc.ids[i] for i in rows]) if len(rows) > 1 else 0
+                if head >= MIN_SHARED_TOKENS:
+                    shared.append((head, np.asarray(rows)))
+                else:
+                    plain.extend(rows)
+        else:
+            plain = list(range(n))
         with torch.inference_mode(), counting(self.progress and n >= 64, "scoring", n, transient=True) as tick:
-            for idx in groups:
-                input_ids, mask, positions = left_padded([enc.ids[i] for i in idx], self._pad_id)
-                hidden = base(
-                    input_ids=torch.from_numpy(input_ids),
-                    attention_mask=torch.from_numpy(mask),
-                    position_ids=torch.from_numpy(positions),
-                ).last_hidden_state[:, -1, :]
-                logits = hidden.float() @ self._head.T
-                if self._bias is not None:
-                    logits = logits + self._bias
-                if self._softcap:
-                    logits = torch.tanh(logits / self._softcap) * self._softcap
-                raw = logits[:, 0] - logits[:, 1] if self._difference else logits[:, 0]
-                out[idx, 0] = raw.numpy()
-                if tick is not None:
-                    tick(len(idx))
+            if plain:
+                todo = np.asarray(plain)
+                for part in batches_by_budget(
+                    enc.lengths[todo], token_budget=self._token_budget, max_batch_size=self._max_batch_size
+                ):
+                    idx = todo[part]
+                    out[idx, 0] = self._run_padded([enc.ids[i] for i in idx])
+                    if tick is not None:
+                        tick(len(idx))
+            for head, group in shared:
+                self._score_shared(enc, group, head, out, tick)
+                self.pairs_on_shared_prefix += len(group)
         return ScoredPairs(out, enc.truncated, enc.lengths)
+
+    def _read(self, hidden: Any) -> np.ndarray:
+        """Return the raw score of each row of last-token hidden states ``(batch, hidden)``."""
+        import torch
+
+        logits = hidden.float() @ self._head.T
+        if self._bias is not None:
+            logits = logits + self._bias
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        raw = logits[:, 0] - logits[:, 1] if self._difference else logits[:, 0]
+        return np.asarray(raw.numpy(), dtype=np.float32)
+
+    def _run_padded(self, ids: list[list[int]]) -> np.ndarray:
+        import torch
+
+        input_ids, mask, positions = left_padded(ids, self._pad_id)
+        hidden = self.model.base_model(
+            input_ids=torch.from_numpy(input_ids),
+            attention_mask=torch.from_numpy(mask),
+            position_ids=torch.from_numpy(positions),
+        ).last_hidden_state[:, -1, :]
+        return self._read(hidden)
+
+    def _score_shared(self, enc: PromptTokens, rows: np.ndarray, head: int, out: np.ndarray, tick: Any) -> None:
+        """Score pairs that share their first ``head`` tokens against one cached prefix."""
+        import torch
+        from transformers import DynamicCache
+
+        base = self.model.base_model
+        prefix = torch.tensor([enc.ids[int(rows[0])][:head]], dtype=torch.long)
+        cache = base(input_ids=prefix, use_cache=True).past_key_values
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        rests = [enc.ids[int(i)][head:] for i in rows]
+        lengths = np.fromiter(map(len, rests), np.int64, count=len(rests))
+        for part in batches_by_budget(lengths, token_budget=self._token_budget, max_batch_size=self._max_batch_size):
+            b = len(part)
+            width = int(lengths[part].max())
+            ids = np.full((b, width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((b, head + width), dtype=np.int64)
+            mask[:, :head] = 1
+            for r, j in enumerate(part.tolist()):
+                ids[r, : lengths[j]] = rests[j]
+                mask[r, head : head + lengths[j]] = 1
+            past = DynamicCache(
+                ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in layers],
+                config=self.model.config,
+            )
+            hidden = base(
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                position_ids=torch.arange(head, head + width).expand(b, -1),
+                past_key_values=past,
+            ).last_hidden_state
+            last = torch.from_numpy(lengths[part] - 1)
+            out[rows[part], 0] = self._read(hidden[torch.arange(b), last])
+            if tick is not None:
+                tick(b)
+
+
+#: the fewest shared leading tokens worth a cached prefix
+MIN_SHARED_TOKENS = 8
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """Return how many leading tokens all ``seqs`` share, leaving each at least one of its own."""
+    first = seqs[0]
+    n = min(len(s) for s in seqs) - 1
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def _plain_cache(config: Any) -> bool:
+    """Return whether every layer keeps a plain key/value cache (no sliding windows)."""
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    types = getattr(config, "layer_types", None) or []
+    return all(t == "full_attention" for t in types)
