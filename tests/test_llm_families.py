@@ -231,3 +231,17 @@ def test_families_come_from_the_files_and_errors_say_what_to_do(llms, tmp_path) 
     # a template whose score token the vocabulary lacks
     with pytest.raises(ConfigError, match="no single token"):
         CrossEncoder(bare, template={"base": "qwen3-reranker", "positive": "zzyzx-not-a-token"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["qwen3", "qwen3-seq-cls"])
+def test_sentence_transformers_loads_the_same_folder_and_agrees(llms, pairs, name: str) -> None:
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    # as the seq-cls conversions' model cards call it: the template split into a query and a document text
+    formatted = [
+        (f"{QWEN3_PREFIX}<Instruct>: {QWEN3_TASK}\n<Query>: {q}\n", f"<Document>: {d}{QWEN3_SUFFIX}") for q, d in pairs
+    ]
+    st = STCrossEncoder(str(llms[name]), device="cpu")
+    expected = st.predict(formatted, activation_fn=torch.nn.Identity(), batch_size=16)
+    got = CrossEncoder(llms[name]).score(pairs, activation="none")
+    assert np.abs(got - np.asarray(expected)).max() < 1e-4
