@@ -245,3 +245,36 @@ def test_sentence_transformers_loads_the_same_folder_and_agrees(llms, pairs, nam
     expected = st.predict(formatted, activation_fn=torch.nn.Identity(), batch_size=16)
     got = CrossEncoder(llms[name]).score(pairs, activation="none")
     assert np.abs(got - np.asarray(expected)).max() < 1e-4
+
+
+def test_the_cli_takes_a_template_and_an_instruction(llms, pairs, tmp_path) -> None:
+    from test_cli import crossrank
+
+    folder = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(llms["qwen3"], folder)
+    (folder / "crossrank.json").unlink()
+    task = "Find passages that define the term"
+    query, docs = pairs[0][0], [pairs[0][1], pairs[1][1]]
+    done = crossrank(
+        "rerank", query, *docs, "--model", str(folder), "--template", "qwen3-reranker", "--instruction", task
+    )
+    assert done.returncode == 0, done.stderr
+    got = {json.loads(line)["index"]: json.loads(line)["score"] for line in done.stdout.splitlines()}
+    want = CrossEncoder(folder, template="qwen3-reranker").score([(query, d) for d in docs], instruction=task)
+    assert [got[0], got[1]] == pytest.approx(want.tolist(), abs=1e-5)
+    # an instruction for a model that takes none: one line, no traceback
+    done = crossrank("rerank", query, *docs, "--instruction", task)
+    assert done.returncode != 0 and "takes no instruction" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_export_and_training_refuse_a_decoder_in_one_line(llms, tmp_path) -> None:
+    from crossrank.models.export import export_onnx
+    from crossrank.train.trainer import load_trainable
+
+    for name in ("qwen3", "qwen3-seq-cls", "t5"):
+        with pytest.raises(ConfigError, match=r"cannot export .* yet: only encoder cross-encoders"):
+            export_onnx(llms[name], tmp_path / f"out-{name}")
+        with pytest.raises(ConfigError, match=r"cannot train .* yet"):
+            load_trainable(llms[name], tmp_path / "work")

@@ -43,6 +43,35 @@ ActivationOpt = Annotated[
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="jsonl (default) or table.")]
 MaxLenOpt = Annotated[int | None, typer.Option(help="Most tokens per pair; the document is cut, the query kept.")]
+FamilyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The model's family, when its files do not say: sequence-classification, decoder-classification, "
+        "causal-lm or t5 (a family that contradicts the config is refused)."
+    ),
+]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A decoder or T5 reranker's prompt template: qwen3-reranker, mxbai-rerank-v2, bge-reranker-gemma, monot5."
+    ),
+]
+InstructionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The task instruction, for rerankers whose template takes one (Qwen3-Reranker, mxbai-rerank-v2)."
+    ),
+]
+
+# --family/--template/--instruction of the running command, which every model load of it uses
+_MODEL_OPTIONS: dict[str, str] = {}
+
+
+def _model_options(family: str | None, template: str | None, instruction: str | None) -> None:
+    """Keep the command's model options for :func:`_load` (one command runs per process)."""
+    given = {"family": family, "template": template, "instruction": instruction}
+    _MODEL_OPTIONS.clear()
+    _MODEL_OPTIONS.update({k: v for k, v in given.items() if v is not None})
 
 
 def _cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -113,6 +142,7 @@ def _load(
         backend=backend,
         config=ScoringConfig(max_length=max_length, activation=activation),  # type: ignore[arg-type]
         progress=progress,
+        **_MODEL_OPTIONS,
     )
     if ce.calibration_source is not None and activation is None:
         typer.echo(
@@ -183,9 +213,13 @@ def rerank(
     workers: Annotated[int, typer.Option(help="--engine ray: scoring actors, each with the model loaded once.")] = 2,
     threads_per_worker: Annotated[int, typer.Option(help="--engine ray: CPUs (engine threads) per actor.")] = 1,
     block_pairs: Annotated[int, typer.Option(help="--engine ray: pairs per block, the unit of work and retry.")] = 1024,
+    family: FamilyOpt = None,
+    template: TemplateOpt = None,
+    instruction: InstructionOpt = None,
 ) -> None:
     """Rerank documents for a query, or a whole first-stage run (batch mode), here or on a Ray cluster."""
     batch = any(x is not None for x in (corpus, queries, run, pairs))
+    _model_options(family, template, instruction)
     # every option is checked before the model loads
     if k is not None and k < 1:
         raise InputError(f"--k must be >= 1 (got {k}); leave it out to keep every document")
@@ -206,6 +240,11 @@ def rerank(
         if output is None or (pairs is None and (corpus is None or queries is None or run is None)):
             raise InputError("batch mode needs --output and either all of --corpus, --queries, --run, or --pairs")
         table_io = pairs is not None or output.suffix.lower() == ".parquet"
+        if (engine == "ray" or table_io) and _MODEL_OPTIONS:
+            raise InputError(
+                "--family, --template and --instruction work with --engine local and a TREC --output for now; "
+                "drop them, or write a TREC run"
+            )
         if engine == "ray" or table_io:
             _rerank_table(
                 (pairs, corpus, queries, run),
@@ -373,10 +412,14 @@ def score(
     max_length: MaxLenOpt = None,
     activation: ActivationOpt = None,
     fmt: FormatOpt = "jsonl",
+    family: FamilyOpt = None,
+    template: TemplateOpt = None,
+    instruction: InstructionOpt = None,
 ) -> None:
     """Score each pair of a JSONL file; print one JSON object per pair, in input order."""
     from crossrank.io import read_jsonl
 
+    _model_options(family, template, instruction)
     style = _check_format(fmt)
     _check_backend(backend)
     _check_activation(activation)

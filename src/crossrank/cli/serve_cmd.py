@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from crossrank._deps import require
-from crossrank.cli.app import BackendOpt, MaxLenOpt, ModelOpt, _cli_errors, _load, app
+from crossrank.cli.app import (
+    BackendOpt,
+    FamilyOpt,
+    InstructionOpt,
+    MaxLenOpt,
+    ModelOpt,
+    TemplateOpt,
+    _cli_errors,
+    _load,
+    _model_options,
+    app,
+)
 from crossrank.errors import InputError
 
 log = logging.getLogger("crossrank.serve")
@@ -96,14 +107,20 @@ def serve(
         int, typer.Option(help="--engine ray: most requests one replica takes at once; the proxy queues the rest.")
     ] = 16,
     threads_per_replica: Annotated[int, typer.Option(help="--engine ray: CPUs (engine threads) per replica.")] = 1,
+    family: FamilyOpt = None,
+    template: TemplateOpt = None,
+    instruction: InstructionOpt = None,
 ) -> None:
     """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
+    _model_options(family, template, instruction)
     # first: without the serve extra this is a one-line error naming the pip command, not a traceback
     from crossrank.serve import ApiKeys, ServeConfig, create_app
     from crossrank.serve.config import bound_hosts, is_wildcard_bind
     from crossrank.serve.server import uvicorn_config
 
     uvicorn = require("uvicorn", feature="crossrank serve")
+    if engine == "ray" and (family or template or instruction):
+        raise InputError("--family, --template and --instruction work with --engine local for now; drop them")
 
     if api_key_env and api_key_file:
         raise InputError("give --api-key-env or --api-key-file, not both")

@@ -39,9 +39,10 @@ def export_onnx(source: str | Path, output: str | Path, *, opset: int = 17, over
     """
     torch = require("torch", feature="ONNX export")
     require("transformers", feature="ONNX export")
-    from crossrank.models.source import resolve
+    from crossrank.models.source import check_encoder_classifier, resolve
 
     files = resolve(source)
+    check_encoder_classifier(files, "export")
     if not files.has_weights:
         raise ModelError(f"{source} has no Hugging Face weights to export")
     out = Path(output)

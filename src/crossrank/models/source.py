@@ -88,6 +88,34 @@ class ModelFiles:
 BackendName = Literal["auto", "onnx", "torch", "openvino"]
 
 
+#: model types whose ``…ForSequenceClassification`` is a decoder read at the last token
+DECODER_MODEL_TYPES = frozenset(
+    {
+        "gemma", "gemma2", "gemma3", "gemma3_text", "gpt2", "gpt_neox", "granite", "llama", "mistral",
+        "mixtral", "olmo", "olmo2", "phi", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "smollm3",
+    }
+)  # fmt: skip
+
+
+def check_encoder_classifier(files: ModelFiles, action: str) -> None:
+    """Refuse, in one line, to ``action`` a decoder or T5 reranker (only encoder classifiers can be).
+
+    Raises:
+        ConfigError: the config names a causal LM, a sequence-to-sequence model, or a decoder classifier.
+    """
+    from crossrank.errors import ConfigError
+
+    architectures = [str(a) for a in files.config.get("architectures") or []]
+    decoder = files.config.get("model_type") in DECODER_MODEL_TYPES
+    for arch in architectures:
+        if arch.endswith(("ForCausalLM", "ForConditionalGeneration")) or decoder:
+            raise ConfigError(
+                f"crossrank cannot {action} {files.name!r} ({arch}) yet: only encoder cross-encoders "
+                "(…ForSequenceClassification on BERT, ELECTRA, RoBERTa/XLM-R, DistilBERT, ModernBERT) can be; "
+                "decoder and T5 rerankers score in torch (see docs/families.md)"
+            )
+
+
 def has_openvino(*, runtime_only: bool = False) -> bool:
     """Return whether OpenVINO is installed (and NNCF, which builds int8 graphs, unless ``runtime_only``)."""
     import importlib.util

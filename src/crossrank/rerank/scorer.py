@@ -59,14 +59,6 @@ FAMILIES: dict[str, str] = {
     "t5": "crossrank.rerank.seq2seq:T5Scorer",
 }
 
-# model types whose ``…ForSequenceClassification`` reads the last token (a decoder), not the first
-_DECODER_TYPES = frozenset(
-    {
-        "gemma", "gemma2", "gemma3", "gemma3_text", "gpt2", "gpt_neox", "granite", "llama", "mistral",
-        "mixtral", "olmo", "olmo2", "phi", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "smollm3",
-    }
-)  # fmt: skip
-
 _DETECTORS: list[tuple[str, Callable[[ModelFiles], bool]]] = []
 
 _T5_ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration", "UMT5ForConditionalGeneration")
@@ -143,10 +135,12 @@ def family_of(files: ModelFiles, family: str | None = None) -> str:
 
 
 def _family_from_config(files: ModelFiles, architectures: list[str]) -> str | None:
+    from crossrank.models.source import DECODER_MODEL_TYPES
+
     model_type = str(files.config.get("model_type", ""))
     for arch in architectures:
         if arch.endswith("ForSequenceClassification"):
-            return "decoder-classification" if model_type in _DECODER_TYPES else "sequence-classification"
+            return "decoder-classification" if model_type in DECODER_MODEL_TYPES else "sequence-classification"
         if arch.endswith("ForCausalLM"):
             return "causal-lm"
         if arch in _T5_ARCHITECTURES:

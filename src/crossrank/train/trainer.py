@@ -183,9 +183,10 @@ def load_trainable(source: str | os.PathLike[str], work: Path) -> tuple[Any, Pat
     torch = require("torch", feature="training")
     transformers = require("transformers", feature="training")
     from crossrank.models.registry import lookup
-    from crossrank.models.source import resolve
+    from crossrank.models.source import check_encoder_classifier, resolve
 
     files = resolve(source)
+    check_encoder_classifier(files, "train")
     folder = files.folder
     builtin = lookup(files.builtin) if files.builtin else None
     if not files.has_weights:
