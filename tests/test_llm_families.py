@@ -278,3 +278,34 @@ def test_export_and_training_refuse_a_decoder_in_one_line(llms, tmp_path) -> Non
             export_onnx(llms[name], tmp_path / f"out-{name}")
         with pytest.raises(ConfigError, match=r"cannot train .* yet"):
             load_trainable(llms[name], tmp_path / "work")
+
+
+def test_a_model_too_large_for_the_memory_left_is_refused_before_loading(llms, tmp_path, monkeypatch) -> None:
+    import crossrank.cpu
+    from crossrank.cpu import available_memory
+    from crossrank.models.source import weights_parameters
+
+    params = weights_parameters(llms["qwen3"])
+    assert params is not None and params > 100_000
+    monkeypatch.setattr(crossrank.cpu, "available_memory", lambda: params * 4 - 1)
+    with pytest.raises(ConfigError, match=r"GiB in fp32, and this process has .* GiB left"):
+        CrossEncoder(llms["qwen3"])
+    monkeypatch.undo()
+    # what is left: MemAvailable, or a cgroup v2 / v1 limit minus its usage, whichever is smaller
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 100 kB\nMemAvailable:    2048 kB\n")
+    v2 = tmp_path / "v2"
+    (v2 / "app").mkdir(parents=True)
+    (v2 / "app" / "memory.max").write_text("1500000\n")
+    (v2 / "app" / "memory.current").write_text("1000000\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/app\n")
+    assert available_memory(meminfo, v2, proc) == 500_000
+    (v2 / "app" / "memory.max").write_text("max\n")
+    assert available_memory(meminfo, v2, proc) == 2048 * 1024
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "app").mkdir(parents=True)
+    (v1 / "memory" / "app" / "memory.limit_in_bytes").write_text("3000000\n")
+    (v1 / "memory" / "app" / "memory.usage_in_bytes").write_text("1000000\n")
+    proc.write_text("4:memory:/app\n")
+    assert available_memory(meminfo, v1, proc) == 2_000_000

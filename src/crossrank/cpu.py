@@ -15,7 +15,14 @@ from pathlib import Path
 
 from crossrank.errors import ConfigError
 
-__all__ = ["THREADS_ENV", "available_cores", "cgroup_cpu_limit", "cpu_flags", "int8_dot_product"]
+__all__ = [
+    "THREADS_ENV",
+    "available_cores",
+    "available_memory",
+    "cgroup_cpu_limit",
+    "cpu_flags",
+    "int8_dot_product",
+]
 
 #: environment variable that sets the thread count, overriding affinity and cgroup quota
 THREADS_ENV = "CROSSRANK_THREADS"
@@ -82,6 +89,52 @@ def cgroup_cpu_limit(
                     if q is not None:
                         limits.append(q)
     return min(limits) if limits else None
+
+
+def available_memory(
+    meminfo: str | os.PathLike[str] = "/proc/meminfo",
+    root: str | os.PathLike[str] = "/sys/fs/cgroup",
+    proc: str | os.PathLike[str] = "/proc/self/cgroup",
+) -> int | None:
+    """Return the bytes this process may still allocate, or ``None`` when nothing says.
+
+    The smaller of the kernel's ``MemAvailable`` and what the cgroup's memory limit leaves
+    (v2 ``memory.max - memory.current``, v1 ``memory.limit_in_bytes - memory.usage_in_bytes``),
+    on the cgroup and each parent.
+    """
+    found: list[int] = []
+    try:
+        for line in Path(meminfo).read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        lines = Path(proc).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    base = Path(root)
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            pairs = [(f / "memory.max", f / "memory.current") for f in _ancestors(base, path)]
+        elif "memory" in controllers.split(","):
+            folders = _ancestors(base / "memory", path)
+            pairs = [(f / "memory.limit_in_bytes", f / "memory.usage_in_bytes") for f in folders]
+        else:
+            continue
+        for limit_file, usage_file in pairs:
+            try:
+                limit = limit_file.read_text(encoding="utf-8").strip()
+                usage = int(usage_file.read_text(encoding="utf-8").strip())
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue
+            if limit.isdigit() and int(limit) < 1 << 60:  # v1 writes a huge number for "no limit"
+                found.append(max(0, int(limit) - usage))
+    return min(found) if found else None
 
 
 def _ancestors(mount: Path, path: str) -> list[Path]:

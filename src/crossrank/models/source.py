@@ -116,6 +116,53 @@ def check_encoder_classifier(files: ModelFiles, action: str) -> None:
             )
 
 
+def weights_parameters(folder: str | os.PathLike[str]) -> int | None:
+    """Return how many parameters the ``*.safetensors`` files of ``folder`` hold (from their headers), or ``None``."""
+    import json
+    import struct
+
+    total = 0
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        return None
+    for file in files:
+        try:
+            with file.open("rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(size))
+        except (OSError, ValueError, struct.error):
+            return None
+        for name, meta in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in meta.get("shape", []):
+                    count *= int(dim)
+                total += count
+    return total
+
+
+def check_memory(files: ModelFiles, *, bytes_per_parameter: int = 4, what: str = "fp32") -> None:
+    """Refuse, before loading, a model whose weights would not fit in the memory this process has left.
+
+    Raises:
+        ConfigError: the weights (at ``bytes_per_parameter``) need more than the memory available.
+    """
+    from crossrank.cpu import available_memory
+    from crossrank.errors import ConfigError
+
+    params = weights_parameters(files.folder)
+    free = available_memory()
+    if params is None or free is None:
+        return
+    need = params * bytes_per_parameter
+    if need > free:
+        raise ConfigError(
+            f"{files.name!r} has {params / 1e9:.2f}B parameters: about {need / 2**30:.1f} GiB in {what}, and this "
+            f"process has {free / 2**30:.1f} GiB left; free memory, raise the container's limit, or pick a "
+            "smaller model"
+        )
+
+
 def has_openvino(*, runtime_only: bool = False) -> bool:
     """Return whether OpenVINO is installed (and NNCF, which builds int8 graphs, unless ``runtime_only``)."""
     import importlib.util

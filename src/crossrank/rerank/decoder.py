@@ -29,6 +29,7 @@ from crossrank._deps import require
 from crossrank._progress import counting
 from crossrank.engine.base import default_threads
 from crossrank.errors import ConfigError, ModelError
+from crossrank.models.source import check_memory
 from crossrank.models.tokenizer import model_max_length
 from crossrank.ranking import ScoredPairs
 from crossrank.rerank.prompts import PromptEncoder, PromptTokens
@@ -167,6 +168,7 @@ class DecoderScorer:
         limit = model_max_length(files.config, default=_DEFAULT_MAX_LENGTH)
         max_length = min(config.max_length or min(limit, _DEFAULT_MAX_LENGTH), limit)
         encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
+        check_memory(files)
         torch.set_num_threads(config.threads or default_threads())
         auto = (
             transformers.AutoModelForCausalLM

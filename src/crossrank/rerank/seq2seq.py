@@ -18,6 +18,7 @@ from crossrank._deps import require
 from crossrank._progress import counting
 from crossrank.engine.base import default_threads
 from crossrank.errors import ConfigError, ModelError
+from crossrank.models.source import check_memory
 from crossrank.models.tokenizer import model_max_length
 from crossrank.ranking import ScoredPairs
 from crossrank.rerank.decoder import batches_by_budget
@@ -116,6 +117,7 @@ class T5Scorer:
         limit = model_max_length(files.config, default=512)
         max_length = min(config.max_length or 512, max(limit, 512))
         encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
+        check_memory(files)
         torch.set_num_threads(config.threads or default_threads())
         try:
             model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(files.folder), dtype=torch.float32)
