@@ -309,3 +309,33 @@ def test_a_model_too_large_for_the_memory_left_is_refused_before_loading(llms, t
     (v1 / "memory" / "app" / "memory.usage_in_bytes").write_text("1000000\n")
     proc.write_text("4:memory:/app\n")
     assert available_memory(meminfo, v1, proc) == 2_000_000
+
+
+@pytest.mark.parametrize("name", ["qwen3", "t5"])
+def test_decoder_and_t5_rerankers_serve_every_api_shape_and_run_in_the_pipeline(llms, pairs, name: str) -> None:
+    import httpx
+
+    from crossrank.pipeline import Pipeline
+    from crossrank.retrieve.testing import DictFirstStage
+    from crossrank.serve import create_app
+    from test_serve import serving
+
+    query = pairs[0][0]
+    texts = [d for _, d in pairs[:6]]
+    library = CrossEncoder(llms[name]).rerank(query, texts)
+    want_order = [h.index for h in library.hits]
+    want_scores = [h.score for h in library.hits]
+    with serving(create_app(CrossEncoder(llms[name]))) as base:
+        v1 = httpx.post(f"{base}/v1/rerank", json={"query": query, "documents": texts}, timeout=60).json()
+        v2 = httpx.post(f"{base}/v2/rerank", json={"query": query, "documents": texts}, timeout=60).json()
+        tei = httpx.post(f"{base}/rerank", json={"query": query, "texts": texts}, timeout=60).json()
+    for got in (v1["results"], v2["results"]):
+        assert [r["index"] for r in got] == want_order
+        assert [r["relevance_score"] for r in got] == pytest.approx(want_scores, abs=1e-6)
+    assert [r["index"] for r in tei] == want_order
+    assert [r["score"] for r in tei] == pytest.approx(want_scores, abs=1e-6)
+    stage = DictFirstStage({f"d{i}": t for i, t in enumerate(texts)})
+    result = Pipeline(stage, reranker=CrossEncoder(llms[name])).search(query, k=3, depth=6)
+    candidates = stage.retrieve([query], k=6)[0].doc_ids
+    expected = CrossEncoder(llms[name]).rerank(query, [{"id": d, "text": stage.documents[d]} for d in candidates], k=3)
+    assert result.doc_ids() == expected.doc_ids()
