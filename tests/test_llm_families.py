@@ -339,3 +339,19 @@ def test_decoder_and_t5_rerankers_serve_every_api_shape_and_run_in_the_pipeline(
     candidates = stage.retrieve([query], k=6)[0].doc_ids
     expected = CrossEncoder(llms[name]).rerank(query, [{"id": d, "text": stage.documents[d]} for d in candidates], k=3)
     assert result.doc_ids() == expected.doc_ids()
+
+
+def test_half_precision_weights_still_score_in_fp32_and_a_missing_device_is_named(llms, pairs) -> None:
+    from scipy.stats import kendalltau
+
+    full = CrossEncoder(llms["qwen3"], config=ScoringConfig(precision="fp32")).score(pairs, activation="none")
+    half = CrossEncoder(llms["qwen3"], config=ScoringConfig(precision="bf16"))
+    assert half.scorer.model.dtype == torch.bfloat16 and half.scorer._head.dtype == torch.float32
+    got = half.score(pairs, activation="none")
+    assert got.dtype == np.float32
+    assert np.abs(got - full).max() < 0.25 and kendalltau(got, full).statistic > 0.8
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"torch sees no CUDA device"):
+            CrossEncoder(llms["qwen3"], config=ScoringConfig(device="cuda"))
+    with pytest.raises(ConfigError, match=r"device must be"):
+        ScoringConfig(device="tpu")

@@ -38,7 +38,11 @@ class ScoringConfig:
             (on 2 AVX2 cores two one-thread sessions scored 1.13x one two-thread session,
             bench/rerank_speed.py). OpenVINO sizes its own streams.
         precision: OpenVINO's precision for non-quantized ops: ``"auto"`` (bf16 on CPUs with native
-            bf16, else fp32), ``"fp32"`` or ``"bf16"``.
+            bf16, else fp32), ``"fp32"`` or ``"bf16"``. For decoder and T5 rerankers (torch), the
+            weights' dtype: ``"auto"`` is fp32 on a CPU and bf16 (fp16 where bf16 is unsupported) on
+            a GPU; ``"fp16"`` too. Scores are computed in fp32 from the last hidden state either way.
+        device: where decoder and T5 rerankers run (torch): ``"cpu"`` (the default), ``"cuda"``,
+            ``"cuda:1"``, ``"mps"``.
         cache_size: how many (query, document) scores to keep in an in-memory LRU cache; 0 is off.
         cache_dir: a folder for a persistent score cache (SQLite) shared across runs; ``None`` is off.
         prefix_reuse: decoder rerankers compute the prompt head a query's pairs share (template,
@@ -55,10 +59,11 @@ class ScoringConfig:
     window_aggregate: Literal["max", "first", "mean"] = "max"
     threads: int | None = None
     instances: int | None = None
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_size: int = 0
     cache_dir: str | None = None
     prefix_reuse: bool = True
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_length is not None and not 8 <= self.max_length <= 32768:
@@ -79,8 +84,10 @@ class ScoringConfig:
             raise ConfigError(f"threads must be >= 1 (got {self.threads})")
         if self.instances is not None and self.instances < 1:
             raise ConfigError(f"instances must be >= 1 (got {self.instances})")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16' (got {self.precision!r})")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16' (got {self.precision!r})")
+        if self.device is not None and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps' (got {self.device!r})")
         if self.cache_size < 0:
             raise ConfigError(f"cache_size must be >= 0 (got {self.cache_size})")
 

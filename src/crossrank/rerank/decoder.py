@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from crossrank.models.source import ModelFiles
     from crossrank.rerank.config import Activation, ScoringConfig
 
-__all__ = ["DecoderScorer", "batches_by_budget"]
+__all__ = ["DecoderScorer", "batches_by_budget", "torch_placement"]
 
 # Qwen3-Reranker's own default; a model's config may allow more (32k), a call may ask for more
 _DEFAULT_MAX_LENGTH = 8192
@@ -61,6 +61,33 @@ def batches_by_budget(lengths: np.ndarray, *, token_budget: int, max_batch_size:
         out.append(order[start : start + size])
         start += size
     return out
+
+
+def torch_placement(config: ScoringConfig) -> tuple[Any, Any]:
+    """Return the torch ``(device, dtype)`` of ``config.device`` and ``config.precision``.
+
+    Raises:
+        ConfigError: the device is not there (no CUDA or MPS), or fp16/bf16 is asked of a CPU that
+            torch cannot run it on.
+    """
+    import torch
+
+    device = torch.device(config.device or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={config.device!r}, but torch sees no CUDA device (torch.cuda.is_available() is False); "
+            "use device='cpu', or install a CUDA build of torch on a machine with a GPU"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={config.device!r}, but this torch has no MPS device; use device='cpu'")
+    names = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if config.precision != "auto":
+        return device, names[config.precision]
+    if device.type == "cuda":
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return device, torch.float16
+    return device, torch.float32
 
 
 def left_padded(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,6 +142,7 @@ class DecoderScorer:
         self.backend_reason = "decoder rerankers run in torch"
         self.labels: tuple[str, ...] = ("score",)
         self.default_activation: Activation = "sigmoid"
+        self.device = head.device
         self._head = head
         self._bias = bias
         self._softcap = softcap
@@ -168,7 +196,9 @@ class DecoderScorer:
         limit = model_max_length(files.config, default=_DEFAULT_MAX_LENGTH)
         max_length = min(config.max_length or min(limit, _DEFAULT_MAX_LENGTH), limit)
         encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
-        check_memory(files)
+        device, dtype = torch_placement(config)
+        if device.type == "cpu":
+            check_memory(files, bytes_per_parameter=dtype.itemsize, what=str(dtype).removeprefix("torch."))
         torch.set_num_threads(config.threads or default_threads())
         auto = (
             transformers.AutoModelForCausalLM
@@ -176,10 +206,10 @@ class DecoderScorer:
             else transformers.AutoModelForSequenceClassification
         )
         try:
-            model = auto.from_pretrained(str(files.folder), dtype=torch.float32, attn_implementation="sdpa")
+            model = auto.from_pretrained(str(files.folder), dtype=dtype, attn_implementation="sdpa")
         except (OSError, ValueError, KeyError) as err:
             raise ModelError(f"transformers cannot load {files.folder} ({err})") from err
-        model.eval()
+        model = model.to(device).eval()
         bias = None
         if family == "causal-lm":
             out = model.get_output_embeddings()
@@ -266,16 +296,16 @@ class DecoderScorer:
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         raw = logits[:, 0] - logits[:, 1] if self._difference else logits[:, 0]
-        return np.asarray(raw.numpy(), dtype=np.float32)
+        return np.asarray(raw.cpu().numpy(), dtype=np.float32)
 
     def _run_padded(self, ids: list[list[int]]) -> np.ndarray:
         import torch
 
         input_ids, mask, positions = left_padded(ids, self._pad_id)
         hidden = self.model.base_model(
-            input_ids=torch.from_numpy(input_ids),
-            attention_mask=torch.from_numpy(mask),
-            position_ids=torch.from_numpy(positions),
+            input_ids=torch.from_numpy(input_ids).to(self.device),
+            attention_mask=torch.from_numpy(mask).to(self.device),
+            position_ids=torch.from_numpy(positions).to(self.device),
         ).last_hidden_state[:, -1, :]
         return self._read(hidden)
 
@@ -285,7 +315,7 @@ class DecoderScorer:
         from transformers import DynamicCache
 
         base = self.model.base_model
-        prefix = torch.tensor([enc.ids[int(rows[0])][:head]], dtype=torch.long)
+        prefix = torch.tensor([enc.ids[int(rows[0])][:head]], dtype=torch.long, device=self.device)
         cache = base(input_ids=prefix, use_cache=True).past_key_values
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         rests = [enc.ids[int(i)][head:] for i in rows]
@@ -304,13 +334,13 @@ class DecoderScorer:
                 config=self.model.config,
             )
             hidden = base(
-                input_ids=torch.from_numpy(ids),
-                attention_mask=torch.from_numpy(mask),
-                position_ids=torch.arange(head, head + width).expand(b, -1),
+                input_ids=torch.from_numpy(ids).to(self.device),
+                attention_mask=torch.from_numpy(mask).to(self.device),
+                position_ids=torch.arange(head, head + width, device=self.device).expand(b, -1),
                 past_key_values=past,
             ).last_hidden_state
-            last = torch.from_numpy(lengths[part] - 1)
-            out[rows[part], 0] = self._read(hidden[torch.arange(b), last])
+            last = torch.from_numpy(lengths[part] - 1).to(self.device)
+            out[rows[part], 0] = self._read(hidden[torch.arange(b, device=self.device), last])
             if tick is not None:
                 tick(b)
 

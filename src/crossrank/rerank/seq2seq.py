@@ -21,7 +21,7 @@ from crossrank.errors import ConfigError, ModelError
 from crossrank.models.source import check_memory
 from crossrank.models.tokenizer import model_max_length
 from crossrank.ranking import ScoredPairs
-from crossrank.rerank.decoder import batches_by_budget
+from crossrank.rerank.decoder import batches_by_budget, torch_placement
 from crossrank.rerank.prompts import PromptEncoder, PromptTokens
 from crossrank.rerank.templates import template_for
 
@@ -71,6 +71,7 @@ class T5Scorer:
             raise ConfigError(f"the t5 family reads two tokens; template {self.template.name!r} names one")
         rows = [encoder.positive_id, encoder.negative_id]
         self._head = model.get_output_embeddings().weight.detach()[rows].clone().float()
+        self.device = self._head.device
         cfg = model.config
         self._scale = float(cfg.d_model) ** -0.5 if getattr(cfg, "tie_word_embeddings", True) else 1.0
         self._pad_id = int(getattr(cfg, "pad_token_id", 0) or 0)
@@ -117,13 +118,17 @@ class T5Scorer:
         limit = model_max_length(files.config, default=512)
         max_length = min(config.max_length or 512, max(limit, 512))
         encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
-        check_memory(files)
+        device, dtype = torch_placement(config)
+        if device.type == "cpu":
+            check_memory(files, bytes_per_parameter=dtype.itemsize, what=str(dtype).removeprefix("torch."))
         torch.set_num_threads(config.threads or default_threads())
         try:
-            model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(files.folder), dtype=torch.float32)
+            model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(files.folder), dtype=dtype)
         except (OSError, ValueError, KeyError) as err:
             raise ModelError(f"transformers cannot load {files.folder} ({err})") from err
-        scorer = cls(model.eval(), encoder, config=config, name=files.name, instruction=instruction, progress=progress)
+        scorer = cls(
+            model.to(device).eval(), encoder, config=config, name=files.name, instruction=instruction, progress=progress
+        )
         scorer.backend_reason = reason or scorer.backend_reason
         return scorer
 
@@ -151,16 +156,18 @@ class T5Scorer:
                 for r, seq in enumerate(rows):
                     ids[r, : len(seq)] = seq
                     mask[r, : len(seq)] = 1
-                attention = torch.from_numpy(mask)
-                encoded = self.model.get_encoder()(input_ids=torch.from_numpy(ids), attention_mask=attention)
-                start = torch.full((len(rows), 1), self._start, dtype=torch.long)
+                attention = torch.from_numpy(mask).to(self.device)
+                encoded = self.model.get_encoder()(
+                    input_ids=torch.from_numpy(ids).to(self.device), attention_mask=attention
+                )
+                start = torch.full((len(rows), 1), self._start, dtype=torch.long, device=self.device)
                 hidden = self.model.get_decoder()(
                     input_ids=start,
                     encoder_hidden_states=encoded.last_hidden_state,
                     encoder_attention_mask=attention,
                 ).last_hidden_state[:, 0, :]
                 logits = (hidden.float() * self._scale) @ self._head.T
-                out[idx, 0] = (logits[:, 0] - logits[:, 1]).numpy()
+                out[idx, 0] = (logits[:, 0] - logits[:, 1]).cpu().numpy()
                 if tick is not None:
                     tick(len(idx))
         return ScoredPairs(out, enc.truncated, enc.lengths)
