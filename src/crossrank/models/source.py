@@ -157,8 +157,8 @@ def check_memory(files: ModelFiles, *, bytes_per_parameter: int = 4, what: str =
     need = params * bytes_per_parameter
     if need > free:
         raise ConfigError(
-            f"{files.name!r} has {params / 1e9:.2f}B parameters: about {need / 2**30:.1f} GiB in {what}, and this "
-            f"process has {free / 2**30:.1f} GiB left; free memory, raise the container's limit, or pick a "
+            f"{files.name!r} has {params / 1e6:,.1f}M parameters: about {need / 2**30:.2f} GiB in {what}, and this "
+            f"process has {free / 2**30:.2f} GiB left; free memory, raise the container's limit, or pick a "
             "smaller model"
         )
 

@@ -120,7 +120,11 @@ class T5Scorer:
         encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
         device, dtype = torch_placement(config)
         if device.type == "cpu":
-            check_memory(files, bytes_per_parameter=dtype.itemsize, what=str(dtype).removeprefix("torch."))
+            check_memory(
+                files,
+                bytes_per_parameter=dtype.itemsize,
+                what=config.precision if config.precision != "auto" else "fp32",
+            )
         torch.set_num_threads(config.threads or default_threads())
         try:
             model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(files.folder), dtype=dtype)
