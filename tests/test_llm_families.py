@@ -355,3 +355,40 @@ def test_half_precision_weights_still_score_in_fp32_and_a_missing_device_is_name
             CrossEncoder(llms["qwen3"], config=ScoringConfig(device="cuda"))
     with pytest.raises(ConfigError, match=r"device must be"):
         ScoringConfig(device="tpu")
+
+
+def test_the_http_rerank_endpoints_take_an_instruction_per_request(llms, pairs) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from crossrank.serve import create_app
+    from test_serve import serving
+
+    query = pairs[0][0]
+    texts = [d for _, d in pairs[:5]]
+    tasks = ["Find passages that define the term", "Find passages that contradict the claim"]
+    ce = CrossEncoder(llms["qwen3"])
+    want = {t: ce.rerank(query, texts, instruction=t) for t in tasks}
+    assert want[tasks[0]].hits[0].score != pytest.approx(want[tasks[1]].hits[0].score, abs=1e-6)
+    with serving(create_app(CrossEncoder(llms["qwen3"]))) as base:
+
+        def ask(task: str) -> dict:
+            body = {"query": query, "documents": texts, "instruction": task}
+            return httpx.post(f"{base}/v1/rerank", json=body, timeout=60).json()
+
+        with ThreadPoolExecutor(4) as pool:  # requests of two instructions side by side, batched apart
+            answers = list(pool.map(ask, tasks * 3))
+        for task, got in zip(tasks * 3, answers, strict=True):
+            assert [r["index"] for r in got["results"]] == [h.index for h in want[task].hits]
+            assert [r["relevance_score"] for r in got["results"]] == pytest.approx(
+                [h.score for h in want[task].hits], abs=1e-6
+            )
+        tei = httpx.post(
+            f"{base}/rerank", json={"query": query, "texts": texts, "instruction": tasks[1]}, timeout=60
+        ).json()
+        assert [r["index"] for r in tei] == [h.index for h in want[tasks[1]].hits]
+    # a model that takes no instruction answers 400 in the calling shape
+    with serving(create_app(CrossEncoder(llms["gemma"]))) as base:
+        bad = httpx.post(f"{base}/v2/rerank", json={"query": query, "documents": texts, "instruction": "x"}, timeout=60)
+    assert bad.status_code == 400 and "is not taken by" in bad.text

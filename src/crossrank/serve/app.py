@@ -243,6 +243,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             body.return_documents,
             body.raw_scores,
             version="1",
+            instruction=body.instruction,
         )
 
     @app.post(
@@ -265,6 +266,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             body.return_documents,
             body.raw_scores,
             version="2",
+            instruction=body.instruction,
         )
 
     @app.post(
@@ -284,8 +286,11 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         if not body.texts:
             raise ApiError("empty", "`texts` cannot be empty")
         _check_texts(cfg, body.query, body.texts, "texts")
+        _check_instruction(served, body.instruction)
         act = served.output_activation(body.raw_scores)
-        result = await _score(state, request, [body.query] * len(body.texts), body.texts, act)
+        result = await _score(
+            state, request, [body.query] * len(body.texts), body.texts, act, instruction=body.instruction
+        )
         truncate = cfg.auto_truncate if body.truncate is None else body.truncate
         cut = np.flatnonzero(result.truncated).tolist()
         if cut and not truncate:
@@ -518,10 +523,12 @@ async def _score(
     act: Activation,
     *,
     max_doc_tokens: int | None = None,
+    instruction: str | None = None,
 ) -> PairsResult:
     served = state.served
     acts = tuple(dict.fromkeys((act, served.order_activation(act))))
-    result = await _await(state, request, PairsWork(queries, documents, acts, max_doc_tokens))
+    work = PairsWork(queries, documents, acts, max_doc_tokens, instruction)
+    result = await _await(state, request, work)
     assert isinstance(result, PairsResult)
     t = result.timing
     served.record_speed(t.batch_pairs, t.inference_ms / 1000)
@@ -549,17 +556,21 @@ async def _cohere(
     raw_scores: bool,
     *,
     version: str,
+    instruction: str | None = None,
 ) -> Response:
     served, cfg = state.served, state.config
     if not texts:
         raise ApiError("empty", "`documents` cannot be empty; send at least one document")
     _check_texts(cfg, query, texts, "documents")
+    _check_instruction(served, instruction)
     act = served.output_activation(raw_scores)
     # a cut shorter than the model's own limit is made before scoring; longer ones change nothing
     max_doc_tokens = (
         max_tokens_per_doc if max_tokens_per_doc is not None and max_tokens_per_doc < served.max_length else None
     )
-    result = await _score(state, request, [query] * len(texts), texts, act, max_doc_tokens=max_doc_tokens)
+    result = await _score(
+        state, request, [query] * len(texts), texts, act, max_doc_tokens=max_doc_tokens, instruction=instruction
+    )
     scores, order = _rank(served, result, act, top_n)
     results = []
     for i in order:
@@ -661,6 +672,20 @@ def _check_texts(cfg: ServeConfig, query: str, texts: Sequence[str], field: str)
         raise ApiError("too_large", f"{len(texts)} {field} is more than the limit of {cfg.max_documents} per request")
     for i, text in enumerate(texts):
         _check_text(cfg, text, f"{field}[{i}]")
+
+
+def _check_instruction(served: Any, instruction: str | None) -> None:
+    """Refuse an instruction the served model has no place for, or an empty one, before it is queued."""
+    if instruction is None:
+        return
+    if not instruction.strip():
+        raise ApiError("invalid", "`instruction` is empty; leave it out to use the model's own")
+    if not served.takes_instruction:
+        raise ApiError(
+            "invalid",
+            f"`instruction` is not taken by {served.name!r}: its prompt has no place for one; leave it out "
+            "(instructions are for rerankers such as Qwen3-Reranker and mxbai-rerank-v2)",
+        )
 
 
 def _preview_ids(ids: list[int]) -> str:

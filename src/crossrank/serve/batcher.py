@@ -60,12 +60,14 @@ class PairsWork:
         documents: the document of each pair.
         activations: the activations whose scores the request needs.
         max_doc_tokens: cut each document to this many tokens first (Cohere's ``max_tokens_per_doc``).
+        instruction: a decoder reranker's task instruction for these pairs (``None``: the model's own).
     """
 
     queries: list[str]
     documents: list[str]
     activations: tuple[Activation, ...]
     max_doc_tokens: int | None = None
+    instruction: str | None = None
 
     @property
     def size(self) -> int:
@@ -74,8 +76,8 @@ class PairsWork:
 
     @property
     def key(self) -> Hashable:
-        """Return what must be equal for two works to share a model call."""
-        return ("pairs",)
+        """Return what must be equal for two works to share a model call (pairs of one instruction)."""
+        return ("pairs", self.instruction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,7 +573,10 @@ class Batcher:
             docs.extend(job.docs[start:stop])
             cost += job.part_cost(start, stop) if job.cum is not None else 0.0
         started = time.perf_counter()
-        scored = self.model.score(queries, docs, acts)
+        first = items[0][0].work
+        assert isinstance(first, PairsWork)
+        instruction = first.instruction  # a batch holds works of one key, so of one instruction
+        scored = self.model.score(queries, docs, acts, instruction=instruction)
         seconds = time.perf_counter() - started
         jobs = [item[0] for item in items]
         self._observe(jobs, len(queries), cost, started, seconds)

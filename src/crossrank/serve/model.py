@@ -238,6 +238,12 @@ class ServedModel:
         """Return the output column that ranks documents; ``None`` for one-logit models."""
         return self.reranker.relevance_column
 
+    @property
+    def takes_instruction(self) -> bool:
+        """Return whether the served model's prompt has a place for a task instruction."""
+        template = getattr(self.reranker.scorer, "template", None)
+        return bool(template is not None and template.instruction)
+
     def check_query(self, query: str) -> None:
         """Raise :class:`~crossrank.errors.InputError` when ``query`` leaves no room for a document."""
         if self.reranker.encoder is not None:
@@ -273,14 +279,21 @@ class ServedModel:
             tokens = np.minimum(tokens, self.max_length)
         return tokens
 
-    def score(self, queries: list[str], documents: list[str], activations: Sequence[Activation]) -> list[ScoredPairs]:
+    def score(
+        self,
+        queries: list[str],
+        documents: list[str],
+        activations: Sequence[Activation],
+        *,
+        instruction: str | None = None,
+    ) -> list[ScoredPairs]:
         """Return the pairs' scores under each activation, from one model call.
 
         Raises:
             InputError: a query is too long or a text is empty.
             ConfigError: an activation is not available for this model.
         """
-        return self.reranker.score_pairs(queries, documents, activations=tuple(activations))
+        return self.reranker.score_pairs(queries, documents, activations=tuple(activations), instruction=instruction)
 
     def search(self, queries: list[str], *, k: int, depth: int, retriever: Any, rerank: bool) -> list[SearchResult]:
         """Return one search result per query from the pipeline, all queries in shared batches.

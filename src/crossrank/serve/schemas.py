@@ -138,6 +138,11 @@ class RerankRequest(BaseModel):
     return_documents: bool = Field(False, description="Return each document with its result.")
     max_chunks_per_doc: Int | None = Field(None, ge=1, description="Accepted and ignored (Cohere v1).")
     raw_scores: bool = Field(False, description="crossrank: return raw logits instead of probabilities.")
+    instruction: str | None = Field(
+        None,
+        description="crossrank extension, optional: the task instruction of a reranker whose prompt takes one "
+        "(Qwen3-Reranker, mxbai-rerank-v2); left out, the model's own. Refused (400) by models that take none.",
+    )
 
 
 class RerankV2Request(BaseModel):
@@ -156,6 +161,11 @@ class RerankV2Request(BaseModel):
     return_documents: bool = Field(False, description="Return each document with its result.")
     priority: Int | None = Field(None, description="Accepted and ignored.")
     raw_scores: bool = Field(False, description="crossrank: return raw logits instead of probabilities.")
+    instruction: str | None = Field(
+        None,
+        description="crossrank extension, optional: the task instruction of a reranker whose prompt takes one "
+        "(Qwen3-Reranker, mxbai-rerank-v2); left out, the model's own. Refused (400) by models that take none.",
+    )
 
 
 class TeiRerankRequest(BaseModel):
@@ -172,6 +182,11 @@ class TeiRerankRequest(BaseModel):
     )
     truncation_direction: Literal["right", "left", "Right", "Left"] = Field(
         "right", description="Only `right` is supported: the query is kept, the end of the document cut."
+    )
+    instruction: str | None = Field(
+        None,
+        description="crossrank extension, optional: the task instruction of a reranker whose prompt takes one "
+        "(Qwen3-Reranker, mxbai-rerank-v2); left out, the model's own. Refused (400) by models that take none.",
     )
 
 
