@@ -249,13 +249,15 @@ def main() -> None:
             print(f"{r['system']:20s} failed: {r['error']}")
             continue
         ratio = r["pairs_per_s"] / by[anchor]["pairs_per_s"] if anchor in by else float("nan")
-        r["ratio_to_anchor"] = ratio
+        r["ratio_to_anchor"] = ratio if anchor in by else None
         print(
             f"{r['system']:20s} {r['pairs_per_s']:8.2f} {ratio:8.2f}x {r['p50_ms']:8.0f} {r['peak_rss_mb']:7.0f} "
             f"{r.get('max_abs_diff', float('nan')):8.1e} {r.get('kendall_tau', float('nan')):6.3f}"
         )
+    reuse = None
     if "crossrank" in by and "crossrank-no-reuse" in by:
-        print(f"prefix reuse alone: {by['crossrank']['pairs_per_s'] / by['crossrank-no-reuse']['pairs_per_s']:.2f}x")
+        reuse = by["crossrank"]["pairs_per_s"] / by["crossrank-no-reuse"]["pairs_per_s"]
+        print(f"prefix reuse alone: {reuse:.2f}x")
     if args.json:
         for r in results:
             r.pop("scores", None)
@@ -265,7 +267,8 @@ def main() -> None:
             "queries": args.queries,
             "depth": args.depth,
             "threads": threads,
-            "anchor": anchor,
+            "anchor": anchor if anchor in by else None,
+            "prefix_reuse_speedup": reuse,
             "machine_before": before,
             "machine_after": machine(),
             "results": results,
