@@ -648,6 +648,8 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/rerank": {"query": "cat", "texts": ["a cat"], "return_text": True},
     "/v1/score": {"pairs": [["cat", "a cat"]]},
     "/v1/search": {"query": "library", "k": 2, "depth": 5},
+    "/weaviate/rerank": {"query": "cat", "documents": ["a cat"], "property": ""},
+    "/score": {"model": "any", "text_1": "cat", "text_2": ["a cat"]},
 }
 
 
@@ -676,7 +678,7 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
     with serving(create_app(default_model, index=dl19_index, config=config)) as base:
         schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 9
+        assert len(operations) == 12
         for operation in operations:
             post = operation.method.upper() == "POST"
             # what Python's JSON parser takes but JSON is not, and a Host a DNS-rebinding page sends

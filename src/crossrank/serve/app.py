@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -59,6 +60,10 @@ from crossrank.serve.schemas import (
     Status,
     TeiRank,
     TeiRerankRequest,
+    VllmScoreRequest,
+    VllmScoreResponse,
+    WeaviateRankRequest,
+    WeaviateRankResponse,
 )
 
 __all__ = ["create_app"]
@@ -307,6 +312,101 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                 item["text"] = body.texts[i]
             ranks.append(item)
         return JSONResponse(ranks, headers=_headers(act, result))
+
+    # ---- Weaviate's reranker-transformers module (RERANKER_INFERENCE_API=http://HOST:PORT/weaviate)
+
+    @app.post(
+        "/weaviate/rerank",
+        response_model=WeaviateRankResponse,
+        response_model_exclude_none=True,
+        responses=error_responses("weaviate", _RERANK_ERRORS),
+        tags=["integrations"],
+        summary="Score documents (Weaviate reranker-transformers module shape)",
+    )
+    async def rerank_weaviate(body: WeaviateRankRequest, request: Request) -> Response:
+        if body.documents is None and body.property is None:
+            raise ApiError("invalid", "send `documents` (the texts to score) or `property` (one text)")
+        texts = body.documents if body.documents is not None else [str(body.property)]
+        if not texts:
+            return JSONResponse({"query": body.query, "scores": []})
+        _check_texts(cfg, body.query, texts, "documents")
+        act = served.output_activation(False)
+        result = await _score(state, request, [body.query] * len(texts), texts, act)
+        scores, _ = _rank(served, result, act, None)
+        if body.documents is None:
+            content: dict[str, Any] = {"query": body.query, "property": body.property, "score": scores[0]}
+        else:
+            pairs = zip(texts, scores, strict=True)
+            content = {"query": body.query, "scores": [{"document": t, "score": s} for t, s in pairs]}
+        return JSONResponse(content, headers=_headers(act, result))
+
+    @app.get(
+        "/weaviate/meta",
+        responses=error_responses("weaviate", ["misdirected"]),
+        tags=["integrations"],
+        summary="The served model (Weaviate module shape)",
+    )
+    async def meta_weaviate() -> dict[str, Any]:
+        return {"model": {"name": served.name, "max_length": served.max_length, "labels": list(served.labels)}}
+
+    async def weaviate_ready() -> Response:
+        if not state.batcher.running:
+            raise ApiError("unavailable", "not ready: the server is starting or shutting down")
+        return Response(status_code=204)
+
+    for path in ("/weaviate/.well-known/ready", "/weaviate/.well-known/live"):
+        app.add_api_route(path, weaviate_ready, methods=["GET", "HEAD"], tags=["integrations"], include_in_schema=False)
+
+    # ---- vLLM's score API, at /score (and under /vllm/ for clients that add /v1/score to a base URL)
+
+    async def score_vllm(body: VllmScoreRequest, request: Request) -> Response:
+        firsts = body.text_1 if body.text_1 is not None else body.queries
+        seconds = body.text_2 if body.text_2 is not None else body.documents
+        if firsts is None or seconds is None:
+            raise ApiError("invalid", "send `text_1` and `text_2` (or `queries` and `documents`)")
+        firsts = [firsts] if isinstance(firsts, str) else firsts
+        seconds = [seconds] if isinstance(seconds, str) else seconds
+        if not firsts or not seconds:
+            raise ApiError("empty", "`text_1` and `text_2` cannot be empty")
+        if len(firsts) == 1:
+            firsts = firsts * len(seconds)
+        if len(firsts) != len(seconds):
+            raise ApiError(
+                "invalid",
+                f"`text_1` has {len(firsts)} texts and `text_2` {len(seconds)}: send one text_1, or as many as text_2",
+            )
+        if len(seconds) > cfg.max_documents:
+            raise ApiError("too_large", f"{len(seconds)} pairs is more than the limit of {cfg.max_documents}")
+        for i, (q, d) in enumerate(zip(firsts, seconds, strict=True)):
+            _check_text(cfg, q, f"text_1[{i}]")
+            _check_text(cfg, d, f"text_2[{i}]")
+        act = served.output_activation(False)
+        cut = body.truncate_prompt_tokens
+        max_doc_tokens = cut if cut is not None and cut < served.max_length else None
+        result = await _score(state, request, firsts, seconds, act, max_doc_tokens=max_doc_tokens)
+        scores, _ = _rank(served, result, act, None)
+        tokens = int(result.num_tokens.sum())
+        content = {
+            "id": f"score-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": served.name,
+            "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        }
+        return JSONResponse(content, headers=_headers(act, result))
+
+    for path in ("/score", "/vllm/score", "/vllm/v1/score"):
+        app.add_api_route(
+            path,
+            score_vllm,
+            methods=["POST"],
+            response_model=VllmScoreResponse,
+            responses=error_responses("vllm", _RERANK_ERRORS),
+            tags=["integrations"],
+            summary="Score pairs (vLLM score API shape)",
+            include_in_schema=path == "/score",
+        )
 
     @app.post(
         "/v1/score",

@@ -26,7 +26,7 @@ __all__ = [
     "validation_message",
 ]
 
-Dialect = Literal["cohere_v1", "cohere_v2", "tei", "crossrank"]
+Dialect = Literal["cohere_v1", "cohere_v2", "tei", "weaviate", "vllm", "crossrank"]
 ErrorKind = Literal[
     "invalid",
     "malformed",
@@ -102,6 +102,10 @@ def dialect_of(path: str) -> Dialect:
         return "cohere_v1"
     if path == "/v2/rerank":
         return "cohere_v2"
+    if path.startswith("/weaviate/"):
+        return "weaviate"
+    if path == "/score" or path.startswith("/vllm/"):
+        return "vllm"
     return "crossrank"
 
 
@@ -119,7 +123,23 @@ def error_body(dialect: Dialect, kind: ErrorKind, message: str) -> dict[str, Any
         return {"message": message, "detail": message}
     if dialect == "cohere_v2":
         return {"message": message}
+    if dialect == "weaviate":  # the module's client reads `error` from any non-200 answer
+        return {"error": message}
+    if dialect == "vllm":  # vLLM's (OpenAI's) error object
+        status = error_status(dialect, kind)
+        return {"error": {"message": message, "type": _VLLM_TYPES.get(status, "BadRequestError"), "param": None,
+                          "code": status}}  # fmt: skip
     return {"error": {"type": kind, "message": message}}
+
+
+_VLLM_TYPES = {
+    401: "UnauthorizedError",
+    404: "NotFoundError",
+    429: "TooManyRequestsError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+    504: "TimeoutError",
+}
 
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
@@ -155,6 +175,27 @@ class TeiErrorBody(BaseModel):
     error_type: str
 
 
+class WeaviateErrorBody(BaseModel):
+    """The Weaviate module's error body."""
+
+    error: str
+
+
+class VllmErrorDetail(BaseModel):
+    """vLLM's error object."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class VllmErrorBody(BaseModel):
+    """vLLM's error body."""
+
+    error: VllmErrorDetail
+
+
 class CrossrankErrorDetail(BaseModel):
     """What went wrong."""
 
@@ -172,6 +213,8 @@ _MODELS: dict[str, type[BaseModel]] = {
     "cohere_v1": CohereJinaErrorBody,
     "cohere_v2": CohereErrorBody,
     "tei": TeiErrorBody,
+    "weaviate": WeaviateErrorBody,
+    "vllm": VllmErrorBody,
     "crossrank": CrossrankErrorBody,
 }
 

@@ -26,6 +26,10 @@ __all__ = [
     "SearchResponse",
     "TeiRank",
     "TeiRerankRequest",
+    "VllmScoreRequest",
+    "VllmScoreResponse",
+    "WeaviateRankRequest",
+    "WeaviateRankResponse",
     "json_body_problem",
 ]
 
@@ -301,6 +305,76 @@ class TeiRank(BaseModel):
     index: int
     score: float
     text: str | None = None
+
+
+class WeaviateRankRequest(BaseModel):
+    """``POST /weaviate/rerank``: Weaviate's reranker-transformers module (its ``clients/ranker.go``)."""
+
+    model_config = _REQUEST
+
+    query: Text
+    documents: list[Text] | None = Field(
+        None, description="The texts to score, in order (Weaviate sends 32 at a time)."
+    )
+    property: str | None = Field(None, description="One text to score, when `documents` is left out.")
+
+
+class WeaviateDocumentScore(BaseModel):
+    """One document's score, in the order sent."""
+
+    document: str
+    score: float
+
+
+class WeaviateRankResponse(BaseModel):
+    """The module's answer: scores in the order the documents were sent (Weaviate sorts them itself)."""
+
+    query: str
+    scores: list[WeaviateDocumentScore] | None = None
+    property: str | None = None
+    score: float | None = None
+
+
+class VllmScoreRequest(BaseModel):
+    """``POST /score``: vLLM's score API (``text_1``/``text_2``, or ``queries``/``documents``)."""
+
+    model_config = _REQUEST
+
+    model: str | None = Field(None, description="Accepted and ignored: the served model answers.")
+    text_1: Text | list[Text] | None = Field(None, description="The query, or one query per pair.")
+    text_2: Text | list[Text] | None = Field(None, description="The documents (one per pair).")
+    queries: Text | list[Text] | None = Field(None, description="Another spelling of `text_1`.")
+    documents: Text | list[Text] | None = Field(None, description="Another spelling of `text_2`.")
+    truncate_prompt_tokens: Int | None = Field(
+        None, ge=1, description="Cut each pair to this many tokens (the document is cut, the query kept)."
+    )
+
+
+class VllmScoreData(BaseModel):
+    """One pair's score."""
+
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+
+
+class VllmUsage(BaseModel):
+    """Tokens read."""
+
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int = 0
+
+
+class VllmScoreResponse(BaseModel):
+    """vLLM's score response: one score per pair, in input order."""
+
+    id: str
+    object: Literal["list"] = "list"
+    created: int
+    model: str
+    data: list[VllmScoreData]
+    usage: VllmUsage
 
 
 class ScoreResponse(BaseModel):
