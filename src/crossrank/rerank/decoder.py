@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from crossrank.models.source import ModelFiles
     from crossrank.rerank.config import Activation, ScoringConfig
 
-__all__ = ["DecoderScorer", "batches_by_budget", "torch_placement"]
+__all__ = ["DecoderScorer", "PromptScorer", "batches_by_budget", "load_prompt_model", "torch_placement"]
 
 # Qwen3-Reranker's own default; a model's config may allow more (32k), a call may ask for more
 _DEFAULT_MAX_LENGTH = 8192
@@ -102,7 +102,78 @@ def left_padded(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, 
     return input_ids, mask, positions
 
 
-class DecoderScorer:
+def load_prompt_model(
+    files: ModelFiles,
+    *,
+    backend: str,
+    config: ScoringConfig,
+    family: str,
+    auto: str,
+    template: str | Mapping[str, Any] | None,
+    default_template: str | None,
+    cap: int,
+    bounded: bool,
+    **load: Any,
+) -> tuple[Any, PromptEncoder]:
+    """Load a prompt family's model (``transformers.<auto>``) on its device and its prompt encoder.
+
+    ``max_length`` defaults to the model's limit (``max_position_embeddings``, else ``cap``) capped at
+    ``cap``; a larger one is allowed up to the limit when ``bounded`` (absolute or rotary positions),
+    and without one when not (T5's relative positions). Shared by the decoder and T5 families.
+
+    Raises:
+        ConfigError: ``backend`` is not torch or auto, the folder has no weights, the template needs
+            tokens the vocabulary lacks, the device is missing, or the weights do not fit in memory.
+        ModelError: transformers cannot load the weights.
+    """
+    if backend not in ("torch", "auto"):
+        raise ConfigError(
+            f"{files.name!r} is a {family} reranker, which crossrank runs in torch only for now "
+            f"(got backend={backend!r}); use backend='torch' or 'auto'"
+        )
+    if not files.has_weights:
+        raise ConfigError(
+            f"{files.name!r} has no Hugging Face weights (model.safetensors); a {family} reranker needs them"
+        )
+    torch = require("torch", feature=f"the {family} family")
+    transformers = require("transformers", feature=f"the {family} family")
+    settings = dict(files.settings)
+    if template is not None:
+        settings["template"] = template
+    tpl = template_for(files.name, settings, default=default_template)
+    limit = model_max_length(files.config, default=cap)
+    length = min(config.max_length or min(limit, cap), limit if bounded else max(limit, config.max_length or cap))
+    encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=length, name=files.name)
+    device, dtype = torch_placement(config)
+    if device.type == "cpu":
+        precision = config.precision if config.precision != "auto" else "fp32"
+        check_memory(files, bytes_per_parameter=dtype.itemsize, what=precision)
+    torch.set_num_threads(config.threads or default_threads())
+    try:
+        model = getattr(transformers, auto).from_pretrained(str(files.folder), dtype=dtype, **load)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"transformers cannot load {files.folder} ({err})") from err
+    return model.to(device).eval(), encoder
+
+
+class PromptScorer:
+    """What the prompt families share: the token ids a pair becomes, and an empty result."""
+
+    prompts: PromptEncoder
+    instruction: str | None
+
+    def tokens(
+        self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None
+    ) -> PromptTokens:
+        """Return the token ids the model reads for each pair (template applied, documents cut to fit)."""
+        return self.prompts.encode(queries, documents, instruction=instruction or self.instruction)
+
+    @staticmethod
+    def _empty() -> ScoredPairs:
+        return ScoredPairs(np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int32))
+
+
+class DecoderScorer(PromptScorer):
     """Score pairs with a decoder reranker, in torch.
 
     Args:
@@ -178,42 +249,19 @@ class DecoderScorer:
                 lacks, or the folder has no weights.
             ModelError: transformers cannot load the weights.
         """
-        if backend not in ("torch", "auto"):
-            raise ConfigError(
-                f"{files.name!r} is a {family} reranker, which crossrank runs in torch only for now "
-                f"(got backend={backend!r}); use backend='torch' or 'auto'"
-            )
-        if not files.has_weights:
-            raise ConfigError(
-                f"{files.name!r} has no Hugging Face weights (model.safetensors); a {family} reranker needs them"
-            )
-        torch = require("torch", feature=f"the {family} family")
-        transformers = require("transformers", feature=f"the {family} family")
-        settings = dict(files.settings)
-        if template is not None:
-            settings["template"] = template
-        tpl = template_for(files.name, settings, default=None)
-        limit = model_max_length(files.config, default=_DEFAULT_MAX_LENGTH)
-        max_length = min(config.max_length or min(limit, _DEFAULT_MAX_LENGTH), limit)
-        encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
-        device, dtype = torch_placement(config)
-        if device.type == "cpu":
-            check_memory(
-                files,
-                bytes_per_parameter=dtype.itemsize,
-                what=config.precision if config.precision != "auto" else "fp32",
-            )
-        torch.set_num_threads(config.threads or default_threads())
-        auto = (
-            transformers.AutoModelForCausalLM
-            if family == "causal-lm"
-            else transformers.AutoModelForSequenceClassification
+        auto = "AutoModelForCausalLM" if family == "causal-lm" else "AutoModelForSequenceClassification"
+        model, encoder = load_prompt_model(
+            files,
+            backend=backend,
+            config=config,
+            family=family,
+            auto=auto,
+            template=template,
+            default_template=None,
+            cap=_DEFAULT_MAX_LENGTH,
+            bounded=True,
+            attn_implementation="sdpa",
         )
-        try:
-            model = auto.from_pretrained(str(files.folder), dtype=dtype, attn_implementation="sdpa")
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelError(f"transformers cannot load {files.folder} ({err})") from err
-        model = model.to(device).eval()
         bias = None
         if family == "causal-lm":
             out = model.get_output_embeddings()
@@ -242,12 +290,6 @@ class DecoderScorer:
         scorer.backend_reason = reason or scorer.backend_reason
         return scorer
 
-    def tokens(
-        self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None
-    ) -> PromptTokens:
-        """Return the token ids the model reads for each pair (template applied, documents cut to fit)."""
-        return self.prompts.encode(queries, documents, instruction=instruction or self.instruction)
-
     def score(self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None) -> ScoredPairs:
         """Return raw scores, float32 ``(n, 1)`` in input order: the log-odds of the positive token.
 
@@ -259,7 +301,7 @@ class DecoderScorer:
         n = len(queries)
         out = np.zeros((n, 1), dtype=np.float32)
         if n == 0:
-            return ScoredPairs(out, np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int32))
+            return self._empty()
         enc = self.tokens(queries, documents, instruction=instruction)
         plain: list[int] = []
         shared: list[tuple[int, np.ndarray]] = []

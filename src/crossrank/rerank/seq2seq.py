@@ -14,16 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossrank._deps import require
 from crossrank._progress import counting
-from crossrank.engine.base import default_threads
-from crossrank.errors import ConfigError, ModelError
-from crossrank.models.source import check_memory
-from crossrank.models.tokenizer import model_max_length
+from crossrank.errors import ConfigError
 from crossrank.ranking import ScoredPairs
-from crossrank.rerank.decoder import batches_by_budget, torch_placement
-from crossrank.rerank.prompts import PromptEncoder, PromptTokens
-from crossrank.rerank.templates import template_for
+from crossrank.rerank.decoder import PromptScorer, batches_by_budget, load_prompt_model
+from crossrank.rerank.prompts import PromptEncoder
 
 if TYPE_CHECKING:
     from crossrank.models.source import ModelFiles
@@ -32,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["T5Scorer"]
 
 
-class T5Scorer:
+class T5Scorer(PromptScorer):
     """Score pairs with a T5 reranker, in torch (fp32).
 
     Args:
@@ -100,47 +95,20 @@ class T5Scorer:
                 vocabulary lacks the template's "true"/"false" tokens.
             ModelError: transformers cannot load the weights.
         """
-        if backend not in ("torch", "auto"):
-            raise ConfigError(
-                f"{files.name!r} is a T5 reranker, which crossrank runs in torch only for now "
-                f"(got backend={backend!r}); use backend='torch' or 'auto'"
-            )
-        if not files.has_weights:
-            raise ConfigError(
-                f"{files.name!r} has no Hugging Face weights (model.safetensors); a T5 reranker needs them"
-            )
-        torch = require("torch", feature="the t5 family")
-        transformers = require("transformers", feature="the t5 family")
-        settings = dict(files.settings)
-        if template is not None:
-            settings["template"] = template
-        tpl = template_for(files.name, settings, default="monot5")
-        limit = model_max_length(files.config, default=512)
-        max_length = min(config.max_length or 512, max(limit, 512))
-        encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=max_length, name=files.name)
-        device, dtype = torch_placement(config)
-        if device.type == "cpu":
-            check_memory(
-                files,
-                bytes_per_parameter=dtype.itemsize,
-                what=config.precision if config.precision != "auto" else "fp32",
-            )
-        torch.set_num_threads(config.threads or default_threads())
-        try:
-            model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(files.folder), dtype=dtype)
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelError(f"transformers cannot load {files.folder} ({err})") from err
-        scorer = cls(
-            model.to(device).eval(), encoder, config=config, name=files.name, instruction=instruction, progress=progress
+        model, encoder = load_prompt_model(
+            files,
+            backend=backend,
+            config=config,
+            family="t5",
+            auto="AutoModelForSeq2SeqLM",
+            template=template,
+            default_template="monot5",
+            cap=512,
+            bounded=False,
         )
+        scorer = cls(model, encoder, config=config, name=files.name, instruction=instruction, progress=progress)
         scorer.backend_reason = reason or scorer.backend_reason
         return scorer
-
-    def tokens(
-        self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None
-    ) -> PromptTokens:
-        """Return the token ids the encoder reads for each pair."""
-        return self.prompts.encode(queries, documents, instruction=instruction or self.instruction)
 
     def score(self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None) -> ScoredPairs:
         """Return raw scores, float32 ``(n, 1)``: ``logit(true) - logit(false)`` at the first decoder step."""
@@ -148,7 +116,7 @@ class T5Scorer:
         n = len(queries)
         out = np.zeros((n, 1), dtype=np.float32)
         if n == 0:
-            return ScoredPairs(out, np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.int32))
+            return self._empty()
         enc = self.tokens(queries, documents, instruction=instruction)
         groups = batches_by_budget(enc.lengths, token_budget=self._token_budget, max_batch_size=self._max_batch_size)
         with torch.inference_mode(), counting(self.progress and n >= 64, "scoring", n, transient=True) as tick:
