@@ -89,3 +89,76 @@ def test_vllm_errors_come_back_as_vllm_error_objects(url: str) -> None:
     # crossrank's own /v1/score keeps its own shape
     own = httpx.post(f"{url}/v1/score", json={"pairs": [["a question", "an answer"]]}, timeout=HTTP_TIMEOUT)
     assert own.status_code == 200 and "scores" in own.json()
+
+
+# Elasticsearch's `custom` inference service (Elasticsearch docs, "Custom inference service", rerank
+# task): the request template fills `${query}` with a JSON string and `${input}` with a JSON array of
+# the documents; the response is read with its JSONPath subset.
+ES_REQUEST = '{"documents": ${input}, "query": ${query}, "return_documents": false}'
+ES_PARSER = {"reranked_index": "$.results[*].index", "relevance_score": "$.results[*].relevance_score"}
+
+# OpenSearch ml-commons connector for Cohere rerank (ml-commons docs/remote_inference_blueprints,
+# cohere_connector_rerank_blueprint.md, with the rerank processor's pre/post-process functions):
+# `connector.pre_process.cohere.rerank` fills `documents` (a JSON array), `query` (escaped) and `top_n`
+# (every document); `connector.post_process.cohere.rerank` puts each result's `relevance_score` at its
+# `index`, giving one score per document in the order sent.
+OPENSEARCH_REQUEST = (
+    '{ "model": "${parameters.model}", "query" : "${parameters.query}", "documents" : ${parameters.documents},'
+    ' "top_n" : ${parameters.top_n} }'
+)
+
+
+def json_path(value: object, path: str) -> list:
+    """Evaluate the `$.a[*].b` paths Elasticsearch's custom service uses."""
+    parts = path.removeprefix("$.").split(".")
+    items = [value]
+    for part in parts:
+        name, star = (part[:-3], True) if part.endswith("[*]") else (part, False)
+        items = [item[name] for item in items]  # type: ignore[index]
+        if star:
+            items = [x for item in items for x in item]  # type: ignore[union-attr]
+    return items
+
+
+def test_elasticsearch_custom_service_template_gets_the_librarys_order(url: str, default_model: CrossEncoder) -> None:
+    import json
+
+    query, docs = dl19_candidates(1, 12)[0]
+    body = (
+        ES_REQUEST.replace("${input}", json.dumps(docs))
+        .replace("${query}", json.dumps(query))
+    )
+    answer = httpx.post(
+        f"{url}/v2/rerank", content=body, headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT
+    )
+    assert answer.status_code == 200, answer.text
+    indices = json_path(answer.json(), ES_PARSER["reranked_index"])
+    scores = json_path(answer.json(), ES_PARSER["relevance_score"])
+    library = default_model.rerank(query, docs)
+    assert indices == [h.index for h in library.hits]
+    assert scores == pytest.approx([h.score for h in library.hits], abs=1e-6)
+
+
+def test_opensearch_cohere_connector_template_gets_one_score_per_document(
+    url: str, default_model: CrossEncoder
+) -> None:
+    import json
+
+    query, docs = dl19_candidates(1, 12)[0]
+    query = query + ' with a "quoted" word'  # the pre-process function escapes what the template quotes
+    body = (
+        OPENSEARCH_REQUEST.replace("${parameters.model}", "any")
+        .replace("${parameters.query}", json.dumps(query)[1:-1])
+        .replace("${parameters.documents}", json.dumps(docs))
+        .replace("${parameters.top_n}", str(len(docs)))
+    )
+    answer = httpx.post(
+        f"{url}/v1/rerank", content=body, headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    by_input = [0.0] * len(results)
+    for result in results:  # what the post-process function does
+        by_input[result["index"]] = result["relevance_score"]
+    want = default_model.score([(query, d) for d in docs]).tolist()
+    assert by_input == pytest.approx(want, abs=1e-6)
