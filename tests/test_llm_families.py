@@ -392,3 +392,26 @@ def test_the_http_rerank_endpoints_take_an_instruction_per_request(llms, pairs) 
     with serving(create_app(CrossEncoder(llms["gemma"]))) as base:
         bad = httpx.post(f"{base}/v2/rerank", json={"query": query, "documents": texts, "instruction": "x"}, timeout=60)
     assert bad.status_code == 400 and "is not taken by" in bad.text
+
+
+def test_eval_rerank_diagnoses_a_decoder_given_its_template(llms, tmp_path) -> None:
+    import shutil
+
+    from test_cli import crossrank
+
+    folder = tmp_path / "copy"
+    shutil.copytree(llms["qwen3"], folder)
+    (folder / "crossrank.json").unlink()
+    examples = Path(__file__).resolve().parents[1] / "examples" / "dl19"
+    out = tmp_path / "report.json"
+    args = ["eval", "--data", str(examples), "--run", str(examples / "bm25.top100.trec"), "--rerank", str(folder)]
+    args += ["--depth", "5", "--depths", "5", "--json", str(out)]
+    refused = crossrank(*args)
+    assert refused.returncode != 0 and "needs a prompt template" in refused.stderr
+    done = crossrank(*args, "--template", "qwen3-reranker", "--instruction", "Find passages that answer")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    # the decoder scored the pairs: its own limit (the tiny Qwen3's 4,096 positions), and an order of its own
+    assert report["truncation"]["max_length"] == 4096 and report["truncation"]["pairs"] == 1000
+    ndcg = report["comparison"]["nDCG@10"]
+    assert ndcg["queries"] == 10 and ndcg["system"] != pytest.approx(ndcg["baseline"], abs=1e-9)

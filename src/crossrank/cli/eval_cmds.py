@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from crossrank._text import plural
-from crossrank.cli.app import _cli_errors, app
+from crossrank.cli.app import _MODEL_OPTIONS, FamilyOpt, InstructionOpt, TemplateOpt, _cli_errors, _model_options, app
 from crossrank.errors import InputError
 from crossrank.evaluate.metrics import DEFAULT_MEASURES
 
@@ -85,6 +85,9 @@ def eval_runs(
         ),
     ] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "",
+    family: FamilyOpt = None,
+    template: TemplateOpt = None,
+    instruction: InstructionOpt = None,
 ) -> None:
     """Evaluate runs with ir-measures (the numbers trec_eval gives) and print them side by side.
 
@@ -95,6 +98,7 @@ def eval_runs(
     from rich.console import Console
     from rich.table import Table
 
+    _model_options(family, template, instruction)
     run = list(run or [])
     if pipeline is not None:
         cfg = _read_pipeline(pipeline)
@@ -235,7 +239,7 @@ def _diagnose(
     corpus = read_beir_corpus(data / "corpus.jsonl")
     candidates, check = read_run_checked(run, duplicates="skip" if skip_bad else "error")
     ordered = {q: sorted(d.items(), key=lambda t: -t[1]) for q, d in candidates.items()}
-    reranker = CrossEncoder(model)
+    reranker = CrossEncoder(model, **_MODEL_OPTIONS)  # type: ignore[arg-type]
     total = sum(min(len(v), d) for v in ordered.values() if v for d in sorted({*sweep, depth}))
     console = Console(stderr=True)
     with Progress(
