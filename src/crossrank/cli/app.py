@@ -608,9 +608,23 @@ def models_convert(
 def models_export(
     source: Annotated[str, typer.Argument(help="Hugging Face cross-encoder: folder or hub id.")],
     output: Annotated[Path, typer.Option(help="Folder to write the optimised model to.")],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", help="crossrank (an optimised folder crossrank loads) or vespa (a folder for Vespa's ranking)."
+        ),
+    ] = "crossrank",
     quantize: Annotated[
-        str, typer.Option(help="int8 (static for OpenVINO, dynamic for ONNX Runtime), bf16 or none.")
-    ] = "int8",
+        str | None,
+        typer.Option(
+            help="crossrank: int8 (static for OpenVINO, dynamic for ONNX Runtime, the default), bf16 or none; "
+            "vespa: none (fp32, the default) or int8 (dynamic)."
+        ),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="vespa: tokens per pair (default: the model's limit, at most 512).")
+    ] = None,
+    query_tokens: Annotated[int, typer.Option(help="vespa: most query tokens Vespa keeps.")] = 32,
     check_data: Annotated[
         Path | None, typer.Option(help="BEIR folder (corpus, queries, qrels) to check the export against the source.")
     ] = None,
@@ -619,12 +633,25 @@ def models_export(
     depth: Annotated[int, typer.Option(help="Candidates per query to compare.")] = 100,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
-    """Export a Hugging Face cross-encoder to an optimised ONNX/OpenVINO folder, then check it against the source."""
+    """Export a Hugging Face cross-encoder to an optimised ONNX/OpenVINO folder, or a folder for Vespa; check it."""
     from crossrank.models.export import export_optimized
 
+    if format_ not in ("crossrank", "vespa"):
+        raise InputError(f"--format must be 'crossrank' or 'vespa' (got {format_!r})")
     if (check_data is None) != (check_run is None):
         raise InputError("--check-data and --check-run go together")
-    out = export_optimized(source, output, quantize=quantize, overwrite=overwrite)
+    given: dict[str, Any] = {} if quantize is None else {"quantize": quantize}
+    if format_ == "vespa":
+        from crossrank.models.vespa import export_vespa
+
+        if check_data is not None:
+            raise InputError("--check-data compares crossrank folders; a Vespa export is checked by its tests")
+        out = export_vespa(
+            source, output, max_length=max_length, query_tokens=query_tokens, overwrite=overwrite, **given
+        )
+        typer.echo(f"wrote {out} (see {out / 'README.md'})", err=True)
+        return
+    out = export_optimized(source, output, overwrite=overwrite, **given)
     typer.echo(f"wrote {out}", err=True)
     if check_data is None or check_run is None:
         return
@@ -646,7 +673,8 @@ def models_export(
     candidate = scores(exported)
     qrels_file = check_data / "qrels" / "test.tsv"
     report = agreement(reference, candidate, read_qrels(qrels_file) if qrels_file.is_file() else None)
-    result = {"output": str(out), "backend": exported.backend_name, "quantize": quantize, **report.to_dict()}
+    written = json.loads((out / "crossrank.json").read_text(encoding="utf-8"))["export"]["quantize"]
+    result = {"output": str(out), "backend": exported.backend_name, "quantize": written, **report.to_dict()}
     (out / "export_check.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     _print_jsonl([result])
 
