@@ -124,10 +124,7 @@ def test_elasticsearch_custom_service_template_gets_the_librarys_order(url: str,
     import json
 
     query, docs = dl19_candidates(1, 12)[0]
-    body = (
-        ES_REQUEST.replace("${input}", json.dumps(docs))
-        .replace("${query}", json.dumps(query))
-    )
+    body = ES_REQUEST.replace("${input}", json.dumps(docs)).replace("${query}", json.dumps(query))
     answer = httpx.post(
         f"{url}/v2/rerank", content=body, headers={"content-type": "application/json"}, timeout=HTTP_TIMEOUT
     )
