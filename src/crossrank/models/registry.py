@@ -214,8 +214,10 @@ class BuiltinModel:
         py = f"py{sys.version_info.major}{sys.version_info.minor}"  # calibration text comes from the stdlib
         single = "-single" if self.kind == "bi-encoder" else ""
         cal = f"cal{calibration_pairs()}"
+        # the weights' digest names the graph: an ONNX file, or (all-MiniLM-L6-v2) safetensors
+        weights = self.files.get("model.onnx") or self.files.get("model.safetensors") or ""
         return (
-            cache_dir() / "builtin" / f"{self.name}-{self.files['model.onnx'][:16]}-openvino-int8-{cal}{single}-{py}"
+            cache_dir() / "builtin" / f"{self.name}-{weights[:16]}-openvino-int8-{cal}{single}-{py}"
             f"-ov{_dist_version('openvino')}-b{build_code_digest()}"
         )
 
