@@ -200,7 +200,10 @@ def test_ray_serve_answers_like_crossrank_serve_and_a_stopping_replica_loses_not
     base = f"http://127.0.0.1:{port}"
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.run(build_application(options=deployment_options(replicas=2)), name="crossrank", route_prefix="/")
+        # the same engine as the local side: "auto" turns to OpenVINO on a VNNI CPU once its graph is
+        # prepared in the background, and two int8 engines differ in the third decimal
+        app = build_application(backend=default_model.backend_name, options=deployment_options(replicas=2))
+        serve.run(app, name="crossrank", route_prefix="/")
         query, docs = dl19_candidates(1, 30)[0]
         with serving(create_app(default_model)) as local, httpx.Client(timeout=60) as http:
             want = cohere.ClientV2(base_url=local, api_key="unused", httpx_client=http).rerank(
@@ -272,7 +275,7 @@ def test_cli_serve_engine_ray_serves_and_drains_on_sigterm(cluster: str, default
     with log_file.open("w") as log_out:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, "serve", "--engine", "ray", "--address", cluster, "--port", str(port),
-             "--replicas", "1", "--max-ongoing-requests", "8"],
+             "--replicas", "1", "--max-ongoing-requests", "8", "--backend", default_model.backend_name],
             stdout=log_out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         try:
