@@ -7,11 +7,13 @@ import re
 from pathlib import Path
 
 import crossrank.documents
+import crossrank.drift
 import crossrank.engine.registry
 import crossrank.engine.testing
 import crossrank.ranking
 import crossrank.rerank.cross_encoder
 import crossrank.retrieve.testing
+import crossrank.signals
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +26,8 @@ def test_public_docstring_examples_run() -> None:
         crossrank.ranking,
         crossrank.documents,
         crossrank.retrieve.testing,
+        crossrank.signals,
+        crossrank.drift,
     ):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -40,7 +40,20 @@ LAYERS: dict[str, set[str]] = {
         "facade",
     },
 }
-BASE = {"errors", "_deps", "_logs", "_progress", "_text", "_version", "cpu", "documents", "io", "ranking"}
+BASE = {
+    "errors",
+    "_deps",
+    "_logs",
+    "_progress",
+    "_text",
+    "_version",
+    "cpu",
+    "documents",
+    "io",
+    "ranking",
+    "signals",
+    "drift",
+}
 
 
 def _module(path: Path) -> str:

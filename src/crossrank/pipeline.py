@@ -372,6 +372,7 @@ class Pipeline:
                     timings_ms=timings,
                     query_id=query_ids[qi],
                     num_truncated=rankings[qi].num_truncated if do_rerank else 0,
+                    signals=rankings[qi].signals if do_rerank else None,
                 )
             )
         return results

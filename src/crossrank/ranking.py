@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from crossrank.signals import QuerySignals
+
 __all__ = ["Hit", "RankedHit", "RankedList", "Ranking", "ScoredPairs", "rank_order"]
 
 
@@ -91,11 +93,15 @@ class Ranking:
         hits: the ranked hits; doc ids are unique.
         query_id: the query's id, when it has one.
         num_truncated: how many of the scored pairs were cut to ``max_length``.
+        signals: what the reranking says about itself without labels (agreement with the input
+            order, the model's confidence, input health; see :class:`~crossrank.signals.QuerySignals`),
+            or ``None`` when nothing was reranked.
     """
 
     hits: tuple[Hit, ...]
     query_id: str | None = None
     num_truncated: int = 0
+    signals: QuerySignals | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.hits)

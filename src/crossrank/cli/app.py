@@ -705,6 +705,7 @@ def _print_table(rows: list[dict[str, Any]], *, title: str, text_rows: list[str]
 # the index and search commands live in their own module and register on `app`
 from crossrank.cli import calibrate_cmd as _calibrate_cmd  # noqa: E402, F401
 from crossrank.cli import eval_cmds as _eval_cmds  # noqa: E402
+from crossrank.cli import monitor_cmds as _monitor_cmds  # noqa: E402, F401
 from crossrank.cli import search_cmds as _search_cmds  # noqa: E402
 from crossrank.cli import serve_cmd as _serve_cmd  # noqa: E402, F401
 from crossrank.cli import train_cmds as _train_cmds  # noqa: E402, F401

@@ -110,6 +110,13 @@ def serve(
     family: FamilyOpt = None,
     template: TemplateOpt = None,
     instruction: InstructionOpt = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="A reference profile (`crossrank monitor profile`): /v1/monitor, a metric and a log line "
+            "flag drift from it."
+        ),
+    ] = None,
 ) -> None:
     """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
     _model_options(family, template, instruction)
@@ -182,13 +189,14 @@ def serve(
             host=host,
             port=port,
             address=address,
+            profile=profile,
         )
         return
     from crossrank.retrieve.plugins import load_first_stage
 
     stage = load_first_stage(first_stage) if first_stage is not None else None
     reranker = _load(model, backend, max_length, progress=False)
-    web_app = create_app(reranker, index=index, first_stage=stage, config=config, api_keys=keys)
+    web_app = create_app(reranker, index=index, first_stage=stage, config=config, api_keys=keys, profile=profile)
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s with no API keys: anyone who can reach it can use it", host)
     log.info("crossrank serving %s on http://%s:%d%s", reranker.name, host, port, " (API keys on)" if keys else "")

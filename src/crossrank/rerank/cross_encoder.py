@@ -20,6 +20,7 @@ from crossrank.ranking import Hit, Ranking, ScoredPairs, rank_order
 from crossrank.rerank.cache import ScoreCache
 from crossrank.rerank.config import Activation, ScoringConfig
 from crossrank.rerank.scorer import Scorer, load_scorer
+from crossrank.signals import CALIBRATED_THRESHOLD, query_signals
 
 if TYPE_CHECKING:
     from crossrank.models.encoding import PairEncoder
@@ -265,13 +266,18 @@ class CrossEncoder:
         )
         result = scored[0]
         scores, keys = self.relevance(result.scores), self.relevance(scored[-1].scores)
+        threshold = CALIBRATED_THRESHOLD if shown == "calibrated" else None
         rankings = []
         start = 0
         for qi, recs in enumerate(parsed):
             stop = start + len(recs)
             s = scores[start:stop]
-            order = rank_order(keys[start:stop], k)
+            full = rank_order(keys[start:stop])
+            order = full[:k]
             trunc = result.truncated[start:stop]
+            signals = query_signals(
+                s, query=queries[qi], texts=[r[1] for r in recs], truncated=trunc, order=full, threshold=threshold
+            )
             hits = tuple(
                 Hit(
                     doc_id=recs[i][0],
@@ -285,7 +291,7 @@ class CrossEncoder:
                 for r, i in enumerate(order.tolist(), start=1)
             )
             qid = query_ids[qi] if query_ids is not None else None
-            rankings.append(Ranking(hits=hits, query_id=qid, num_truncated=int(trunc.sum())))
+            rankings.append(Ranking(hits=hits, query_id=qid, num_truncated=int(trunc.sum()), signals=signals))
             start = stop
         return rankings
 

@@ -138,6 +138,7 @@ class CrossrankReplica:
         backend: str,
         max_length: int | None,
         threads: int | None,
+        profile: str | None = None,
     ) -> None:
         from crossrank.rerank.config import ScoringConfig
         from crossrank.rerank.cross_encoder import CrossEncoder
@@ -148,7 +149,9 @@ class CrossrankReplica:
             backend=backend,
             config=ScoringConfig(max_length=max_length, threads=threads),
         )
-        self._app = create_app(reranker, index=index, config=config, api_keys=api_keys, batcher=RayServeBatcher)
+        self._app = create_app(
+            reranker, index=index, config=config, api_keys=api_keys, batcher=RayServeBatcher, profile=profile
+        )
         self.pid = os.getpid()
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -208,6 +211,7 @@ def build_application(
     backend: str = "auto",
     max_length: int | None = None,
     options: dict[str, Any] | None = None,
+    profile: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Return the bound Ray Serve application; run it with ``serve.run(app, route_prefix="/")``.
 
@@ -219,6 +223,8 @@ def build_application(
         backend: the engine each replica runs.
         max_length: most tokens per pair.
         options: from :func:`deployment_options`.
+        profile: a reference profile reachable from every node; each replica watches its own
+            requests' drift from it (``GET /v1/monitor`` answers for the replica it reaches).
 
     Example:
         >>> from ray import serve  # doctest: +SKIP
@@ -238,6 +244,7 @@ def build_application(
         backend,
         max_length,
         threads,
+        None if profile is None else str(profile),
     )
 
 
@@ -253,6 +260,7 @@ def serve_on_ray(
     host: str = "127.0.0.1",
     port: int = 8080,
     address: str | None = None,
+    profile: str | os.PathLike[str] | None = None,
 ) -> None:
     """Run the app on Ray Serve until SIGINT or SIGTERM, then drain the replicas and stop.
 
@@ -275,7 +283,14 @@ def serve_on_ray(
     connect(ray, address, 0)
     serve.start(http_options={"host": host, "port": port})
     app = build_application(
-        model, index=index, config=config, api_keys=api_keys, backend=backend, max_length=max_length, options=options
+        model,
+        index=index,
+        config=config,
+        api_keys=api_keys,
+        backend=backend,
+        max_length=max_length,
+        options=options,
+        profile=profile,
     )
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
+from crossrank.drift import Profile
 from crossrank.errors import ConfigError, InputError
 from crossrank.pipeline import Pipeline, check_depth
 from crossrank.ranking import rank_order
@@ -47,10 +48,12 @@ from crossrank.serve.errors import (
 from crossrank.serve.metrics import CONTENT_TYPE, Metrics
 from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, HostMiddleware, ObserveMiddleware
 from crossrank.serve.model import ServedModel
+from crossrank.serve.monitor import Monitor, pairs_signals
 from crossrank.serve.schemas import (
     CohereV1Response,
     CohereV2Response,
     ModelsResponse,
+    MonitorResponse,
     RerankRequest,
     RerankV2Request,
     ScoreRequest,
@@ -111,6 +114,7 @@ class _State:
     config: ServeConfig
     metrics: Metrics
     batcher: Batcher
+    monitor: Monitor
 
 
 def create_app(
@@ -122,6 +126,7 @@ def create_app(
     config: ServeConfig | None = None,
     api_keys: ApiKeys | None = None,
     batcher: Callable[[ServedModel, ServeConfig, Metrics], Batcher] = Batcher,
+    profile: Profile | str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """Return the FastAPI app that serves ``model`` (and a search pipeline over ``index``).
 
@@ -140,6 +145,9 @@ def create_app(
         batcher: what merges concurrent requests into model calls: the built-in :class:`Batcher`
             (a worker thread), or another with its interface, such as the Ray Serve one of
             :mod:`crossrank.scale.serving`.
+        profile: a reference profile of the signals (``crossrank monitor profile``), or its file:
+            ``GET /v1/monitor``, the ``crossrank_drift`` metric and a log line say when recent
+            queries drift from it.
 
     Raises:
         ModelNotFoundError: the model cannot be found.
@@ -161,7 +169,9 @@ def create_app(
     served = ServedModel(reranker, pipeline)
     served.warm_up()
     metrics = Metrics()
-    state = _State(served, config, metrics, batcher(served, config, metrics))
+    reference = Profile.load(profile) if isinstance(profile, (str, os.PathLike)) else profile
+    monitor = Monitor(metrics.registry, reference)
+    state = _State(served, config, metrics, batcher(served, config, metrics), monitor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -305,6 +315,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                 "with the query; send truncate=true to cut them (the query is kept, the text cut)",
             )
         scores, order = _rank(served, result, act, None)
+        state.monitor.observe(pairs_signals(served, body.query, body.texts, result, act))
         ranks = []
         for i in order:
             item: dict[str, Any] = {"index": i, "score": scores[i]}
@@ -465,6 +476,8 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         result = outcome.result
         if result.reranked:
             served.record_speed(result.depth, result.timings_ms.get("rerank", 0.0) / 1000)
+        if result.signals is not None:
+            state.monitor.observe(result.signals)
         num_truncated = sum(h.truncated for h in result.hits)
         request.scope[STATS_KEY] = {
             "k": body.k,
@@ -494,6 +507,16 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         card["search"] = search
         cohere = {"name": served.name, "endpoints": ["rerank"], "context_length": served.max_length}
         return {"object": "list", "data": [card], "models": [cohere]}
+
+    @app.get(
+        "/v1/monitor",
+        response_model=MonitorResponse,
+        responses=error_responses("crossrank", ["misdirected"]),
+        tags=["service"],
+        summary="Label-free signals of recent rerankings, and drift from the reference profile",
+    )
+    async def monitor() -> dict[str, Any]:
+        return state.monitor.summary()
 
     @app.get("/health", response_model=Status, response_model_exclude_none=True, tags=["service"], summary="Alive")
     async def health() -> dict[str, Any]:
@@ -672,6 +695,7 @@ async def _cohere(
         state, request, [query] * len(texts), texts, act, max_doc_tokens=max_doc_tokens, instruction=instruction
     )
     scores, order = _rank(served, result, act, top_n)
+    state.monitor.observe(pairs_signals(served, query, texts, result, act))
     results = []
     for i in order:
         item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}

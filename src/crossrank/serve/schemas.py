@@ -18,6 +18,7 @@ __all__ = [
     "CohereV1Response",
     "CohereV2Response",
     "ModelsResponse",
+    "MonitorResponse",
     "RerankRequest",
     "RerankV2Request",
     "ScoreRequest",
@@ -468,6 +469,19 @@ class ModelsResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
     models: list[CohereModel]
+
+
+class MonitorResponse(BaseModel):
+    """``GET /v1/monitor``: the recent rerankings' signals, per rolling window, and drift."""
+
+    total: int = Field(description="Rerankings recorded since the server started.")
+    drift: bool = Field(description="The last window drifted from the reference profile.")
+    drift_window: int = Field(description="Queries in the window judged for drift.")
+    min_queries: int = Field(description="Queries a window needs before it is judged.")
+    profile: dict[str, Any] | None = Field(description="The reference profile loaded, or null.")
+    windows: dict[str, dict[str, Any]] = Field(
+        description="Per window (last_100, last_1000): count, per-signal mean and percentiles, drift."
+    )
 
 
 class Status(BaseModel):

@@ -1,0 +1,87 @@
+"""``crossrank monitor``: reference profiles of the label-free signals, and the verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crossrank.cli.app import BackendOpt, MaxLenOpt, ModelOpt, _cli_errors, _load, app
+from crossrank.errors import InputError
+
+monitor_app = typer.Typer(
+    help="Watch a reranker without labels: reference profiles of its signals, and a verdict.", no_args_is_help=True
+)
+app.add_typer(monitor_app, name="monitor")
+
+QueriesOpt = Annotated[Path | None, typer.Option(help="BEIR queries (JSONL) to rerank.")]
+IndexOpt = Annotated[Path | None, typer.Option("--index", "-i", help="An index: its first stage finds candidates.")]
+RunOpt = Annotated[Path | None, typer.Option(help="Instead of --index: a TREC run of the first stage's candidates.")]
+CorpusOpt = Annotated[Path | None, typer.Option(help="With --run: the BEIR corpus (JSONL) the run's ids come from.")]
+DepthOpt = Annotated[int, typer.Option(help="Candidates reranked per query.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Only the first N queries (of the run, or of the file).")]
+
+
+@monitor_app.command("profile")
+@_cli_errors
+def monitor_profile(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the profile (JSON).")],
+    queries: QueriesOpt = None,
+    index: IndexOpt = None,
+    run: RunOpt = None,
+    corpus: CorpusOpt = None,
+    depth: DepthOpt = 100,
+    limit: LimitOpt = None,
+    model: ModelOpt = "default",
+    backend: BackendOpt = "auto",
+    max_length: MaxLenOpt = None,
+) -> None:
+    """Rerank trusted queries and save their signals' distributions as a reference profile."""
+    from crossrank.evaluate.monitor import build_profile, collect_signals
+
+    if queries is None:
+        raise InputError("give the queries to profile with --queries QUERIES.jsonl")
+    reranker = _load(model, backend, max_length)
+    found, source = collect_signals(
+        reranker, queries=queries, index=index, run=run, corpus=corpus, depth=depth, limit=limit, progress=True
+    )
+    profile = build_profile(reranker, found, source=source, depth=depth)
+    profile.save(output)
+    typer.echo(json.dumps({"profile": str(output), "num_queries": profile.num_queries, "model": profile.model}))
+
+
+@monitor_app.command("verdict")
+@_cli_errors
+def monitor_verdict(
+    profile: Annotated[
+        Path | None, typer.Option(help="A profile (`crossrank monitor profile`) to judge, instead of reranking.")
+    ] = None,
+    queries: QueriesOpt = None,
+    index: IndexOpt = None,
+    run: RunOpt = None,
+    corpus: CorpusOpt = None,
+    depth: DepthOpt = 100,
+    limit: LimitOpt = None,
+    model: ModelOpt = "default",
+    backend: BackendOpt = "auto",
+    max_length: MaxLenOpt = None,
+) -> None:
+    """Say whether reranking looks like it helps (helping, unclear, likely hurting), without labels."""
+    from crossrank.drift import Profile
+    from crossrank.evaluate.monitor import collect_signals, verdict
+
+    if profile is not None:
+        if queries is not None or index is not None or run is not None:
+            raise InputError("give --profile, or --queries with --index or --run, not both")
+        result = verdict(Profile.load(profile))
+    else:
+        if queries is None:
+            raise InputError("give --profile PROFILE.json, or --queries with --index DIR or --run RUN --corpus CORPUS")
+        reranker = _load(model, backend, max_length)
+        found, _ = collect_signals(
+            reranker, queries=queries, index=index, run=run, corpus=corpus, depth=depth, limit=limit, progress=True
+        )
+        result = verdict(list(found.values()), activation=reranker.activation)
+    typer.echo(json.dumps(result.to_dict()))
