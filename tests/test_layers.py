@@ -51,6 +51,7 @@ BASE = {
     "documents",
     "io",
     "ranking",
+    "settings",
     "signals",
     "drift",
 }

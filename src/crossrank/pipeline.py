@@ -20,8 +20,9 @@ from crossrank.rerank.cross_encoder import CrossEncoder
 from crossrank.retrieve.fusion import minmax
 from crossrank.retrieve.index import Index, Retriever
 from crossrank.retrieve.protocols import DocumentStore, FirstStage, Retrieved, stage_name
+from crossrank.settings import SearchSettings, load_settings
 
-__all__ = ["Blend", "Pipeline", "SearchHit", "SearchResult", "check_depth"]
+__all__ = ["Blend", "Pipeline", "SearchHit", "SearchResult", "blend_scores", "check_depth"]
 
 Blend = Literal["probability", "minmax"]
 _BLENDS = ("probability", "minmax")
@@ -44,6 +45,25 @@ def _check_blend(blend: str) -> Blend:
     if blend not in _BLENDS:
         raise InputError(f"blend must be one of {_BLENDS} (got {blend!r})")
     return blend  # type: ignore[return-value]
+
+
+def blend_scores(
+    ce: np.ndarray, first_stage: np.ndarray, weight: float, mode: Blend = "probability", activation: str = "sigmoid"
+) -> np.ndarray:
+    """Return a query's final scores: ``weight * ce' + (1 - weight) * minmax(first_stage)``.
+
+    ``ce'`` is the cross-encoder's probability as it is (``mode="probability"``; the sigmoid of
+    raw logits when ``activation="none"``) or its scores min-max scaled over the query's
+    candidates (``"minmax"``). The pipeline orders by these, ties in first-stage order; ``crossrank
+    tune`` scores its candidate settings with the same function.
+    """
+    if mode == "minmax":
+        part = minmax(ce)
+    elif activation == "none":  # raw logits: the sigmoid is the model's probability
+        part = 1.0 / (1.0 + np.exp(-ce.astype(np.float64)))
+    else:
+        part = np.asarray(np.clip(ce, 0.0, 1.0), dtype=np.float64)
+    return np.asarray(weight * part + (1.0 - weight) * minmax(first_stage), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +155,9 @@ class Pipeline:
             stretched to [0, 1] over each query's candidates); see :meth:`search_many`.
         store: where the candidates' texts come from; by default the index, or the first stage
             itself when it is also a :class:`~crossrank.retrieve.protocols.DocumentStore`.
+        settings: a :class:`~crossrank.settings.SearchSettings` or the path of a file ``crossrank
+            tune`` wrote: whether to rerank, the depth, the blend weight and mode a search uses when
+            it does not say (it replaces ``rerank_weight`` and ``blend``).
 
     Raises:
         ConfigError: the first stage is neither an index nor a first stage, or no store was given
@@ -155,11 +178,17 @@ class Pipeline:
         store: DocumentStore | None = None,
         rerank_weight: float = 1.0,
         blend: Blend = "probability",
+        settings: SearchSettings | str | os.PathLike[str] | None = None,
     ) -> None:
         if not 0.0 <= rerank_weight <= 1.0:
             raise InputError(f"rerank_weight must be within [0, 1] (got {rerank_weight})")
-        self.rerank_weight = rerank_weight
-        self.blend = _check_blend(blend)
+        _check_blend(blend)
+        if isinstance(settings, (str, os.PathLike)):
+            settings = load_settings(settings)
+        #: the settings searches use when a call does not say (``crossrank tune`` writes them)
+        self.settings = settings or SearchSettings(rerank_weight=rerank_weight, blend=blend)
+        self.rerank_weight = self.settings.rerank_weight
+        self.blend = _check_blend(self.settings.blend)
         if isinstance(first_stage, (str, os.PathLike)):
             first_stage = Index.open(first_stage)
         #: the index searched, or ``None`` when the first stage is another kind
@@ -204,23 +233,14 @@ class Pipeline:
             raise ConfigError(f"fusion= picks how an index's hybrid fuses; first stage {name!r} is not an index's")
         return self.first_stage, name
 
-    def _blend_scores(self, ce: np.ndarray, mode: Blend) -> np.ndarray:
-        """The cross-encoder's part of a blend: its probabilities as they are, or min-max scaled."""
-        if mode == "minmax":
-            return minmax(ce)
-        assert self.reranker is not None
-        if self.reranker.activation == "none":  # raw logits: the sigmoid is the model's probability
-            return 1.0 / (1.0 + np.exp(-ce.astype(np.float64)))
-        return np.asarray(np.clip(ce, 0.0, 1.0), dtype=np.float64)
-
     def search(
         self,
         query: str,
         k: int = 10,
-        depth: int = 100,
+        depth: int | None = None,
         *,
         retriever: Retriever | None = None,
-        rerank: bool = True,
+        rerank: bool | None = None,
         query_id: str | None = None,
         fusion: Literal["rrf", "interpolate"] | None = None,
         rerank_weight: float | None = None,
@@ -231,9 +251,11 @@ class Pipeline:
         Args:
             query: the query text.
             k: results to return.
-            depth: first-stage candidates to rerank, at least ``k`` (unused with ``rerank=False``).
+            depth: first-stage candidates to rerank, at least ``k`` (unused with ``rerank=False``;
+                default: the pipeline's settings, 100 unless ``crossrank tune`` chose another).
             retriever: ``"bm25"``, ``"dense"`` or ``"hybrid"``; by default the index's own.
-            rerank: run the cross-encoder; ``False`` returns the first stage's top ``k`` to compare.
+            rerank: run the cross-encoder; ``False`` returns the first stage's top ``k`` to compare
+                (default: the pipeline's settings, True unless ``crossrank tune`` chose otherwise).
             query_id: an id carried on the result.
             fusion: for hybrid retrieval, ``"rrf"`` or ``"interpolate"`` (default: the index's).
             rerank_weight: the cross-encoder's share of the final score; see :meth:`search_many`.
@@ -259,10 +281,10 @@ class Pipeline:
         self,
         queries: Sequence[str] | Mapping[str, str],
         k: int = 10,
-        depth: int = 100,
+        depth: int | None = None,
         *,
         retriever: Retriever | None = None,
-        rerank: bool = True,
+        rerank: bool | None = None,
         query_ids: Sequence[str | None] | None = None,
         fusion: Literal["rrf", "interpolate"] | None = None,
         rerank_weight: float | None = None,
@@ -297,6 +319,8 @@ class Pipeline:
         bad = [i for i, q in enumerate(texts) if not isinstance(q, str) or not q.strip()]
         if bad:
             raise InputError(f"query {bad[0]} is empty or not a string ({texts[bad[0]]!r}); pass non-empty text")
+        depth = self.settings.depth if depth is None else depth
+        rerank = self.settings.rerank if rerank is None else rerank
         if k < 1 or depth < 1:
             raise InputError(f"k and depth must be >= 1 (got k={k}, depth={depth})")
         weight = self.rerank_weight if rerank_weight is None else float(rerank_weight)
@@ -335,7 +359,8 @@ class Pipeline:
                 if weight < 1.0 and ce_hits:
                     idx = np.array([h.index for h in ce_hits])
                     ce = np.array([h.score for h in ce_hits], dtype=np.float32)
-                    final = weight * self._blend_scores(ce, mode) + (1.0 - weight) * minmax(cand.scores[idx])
+                    activation = self.reranker.activation if self.reranker is not None else "sigmoid"
+                    final = blend_scores(ce, cand.scores[idx], weight, mode, activation)
                     by = np.lexsort((idx, -final))  # ties: first-stage order
                     order = [(int(idx[j]), float(ce[j]), ce_hits[j].truncated, float(final[j])) for j in by]
             else:

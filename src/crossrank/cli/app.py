@@ -43,6 +43,12 @@ ActivationOpt = Annotated[
 ]
 FormatOpt = Annotated[str, typer.Option("--format", help="jsonl (default) or table.")]
 MaxLenOpt = Annotated[int | None, typer.Option(help="Most tokens per pair; the document is cut, the query kept.")]
+SettingsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Settings from `crossrank tune`: rerank or not, depth and blend weight (flags given as well win)."
+    ),
+]
 FamilyOpt = Annotated[
     str | None,
     typer.Option(
@@ -709,6 +715,7 @@ from crossrank.cli import monitor_cmds as _monitor_cmds  # noqa: E402, F401
 from crossrank.cli import search_cmds as _search_cmds  # noqa: E402
 from crossrank.cli import serve_cmd as _serve_cmd  # noqa: E402, F401
 from crossrank.cli import train_cmds as _train_cmds  # noqa: E402, F401
+from crossrank.cli import tune_cmd as _tune_cmd  # noqa: E402, F401
 
 del _search_cmds, _eval_cmds
 

@@ -68,6 +68,7 @@ from crossrank.serve.schemas import (
     WeaviateRankRequest,
     WeaviateRankResponse,
 )
+from crossrank.settings import SearchSettings
 
 __all__ = ["create_app"]
 
@@ -127,6 +128,7 @@ def create_app(
     api_keys: ApiKeys | None = None,
     batcher: Callable[[ServedModel, ServeConfig, Metrics], Batcher] = Batcher,
     profile: Profile | str | os.PathLike[str] | None = None,
+    settings: SearchSettings | str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """Return the FastAPI app that serves ``model`` (and a search pipeline over ``index``).
 
@@ -148,6 +150,9 @@ def create_app(
         profile: a reference profile of the signals (``crossrank monitor profile``), or its file:
             ``GET /v1/monitor``, the ``crossrank_drift`` metric and a log line say when recent
             queries drift from it.
+        settings: what ``POST /v1/search`` does when a request leaves ``depth`` or ``rerank`` out,
+            and the blend weight (a file ``crossrank tune`` wrote, or
+            :class:`~crossrank.settings.SearchSettings`).
 
     Raises:
         ModelNotFoundError: the model cannot be found.
@@ -163,9 +168,10 @@ def create_app(
         raise ConfigError("serve an index or another first stage, not both (got index= and first_stage=)")
     pipeline = None
     if index is not None:
-        pipeline = Pipeline(index if isinstance(index, Index) else Index.open(index), reranker=reranker)
+        opened = index if isinstance(index, Index) else Index.open(index)
+        pipeline = Pipeline(opened, reranker=reranker, settings=settings)
     elif first_stage is not None:
-        pipeline = Pipeline(first_stage, reranker=reranker, store=store)
+        pipeline = Pipeline(first_stage, reranker=reranker, store=store, settings=settings)
     served = ServedModel(reranker, pipeline)
     served.warm_up()
     metrics = Metrics()
@@ -459,18 +465,21 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         if served.pipeline is None:
             raise ApiError("not_found", "no index is served; start the server with --index DIR")
         _check_text(cfg, body.query, "query")
-        if body.k > cfg.max_search_k or body.depth > cfg.max_search_depth:
+        tuned = served.pipeline.settings  # what the request leaves out
+        depth = tuned.depth if body.depth is None else body.depth
+        rerank = tuned.rerank if body.rerank is None else body.rerank
+        if body.k > cfg.max_search_k or depth > cfg.max_search_depth:
             raise ApiError(
                 "too_large",
-                f"k={body.k}, depth={body.depth} is over the limits k <= {cfg.max_search_k}, "
+                f"k={body.k}, depth={depth} is over the limits k <= {cfg.max_search_k}, "
                 f"depth <= {cfg.max_search_depth}",
             )
-        if body.rerank:
+        if rerank:
             try:
-                check_depth(body.k, body.depth)  # the rule the library and the CLI apply
+                check_depth(body.k, depth)  # the rule the library and the CLI apply
             except InputError as err:
                 raise ApiError("invalid", str(err)) from err
-        work = SearchWork(body.query, body.k, body.depth, body.retriever, body.rerank)
+        work = SearchWork(body.query, body.k, depth, body.retriever, rerank)
         outcome = await _await(state, request, work)
         assert isinstance(outcome, SearchOutcome)
         result = outcome.result

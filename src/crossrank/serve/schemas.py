@@ -214,9 +214,18 @@ class SearchRequest(BaseModel):
 
     query: Text
     k: Int = Field(10, ge=1, description="Results returned.")
-    depth: Int = Field(100, ge=1, description="First-stage candidates reranked; at least `k` when reranking.")
+    depth: Int | None = Field(
+        None,
+        ge=1,
+        description="First-stage candidates reranked; at least `k` when reranking. Default: the server's "
+        "settings (100 unless it was started with `--settings` from `crossrank tune`).",
+    )
     retriever: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="Default: the index's own.")
-    rerank: bool = Field(True, description="Rerank with the cross-encoder; false returns the first stage.")
+    rerank: bool | None = Field(
+        None,
+        description="Rerank with the cross-encoder; false returns the first stage. Default: the server's "
+        "settings (true unless `crossrank tune` found that reranking does not help).",
+    )
     return_documents: bool = True
 
 
