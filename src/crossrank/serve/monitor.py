@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from crossrank.drift import DRIFT_SIGNALS, MIN_QUERIES, DriftReport, Profile, drift, signal_values
+from crossrank.drift import DRIFT_SIGNALS, INPUT_SIGNALS, MIN_QUERIES, DriftReport, Profile, drift, signal_values
 from crossrank.ranking import rank_order
 from crossrank.rerank.config import Activation
 from crossrank.serve.batcher import PairsResult
@@ -34,7 +34,7 @@ WINDOWS: tuple[int, ...] = (100, 1000)
 #: from :data:`~crossrank.drift.MIN_QUERIES` on)
 DRIFT_WINDOW = 100
 # the signals summarised per window (the others are in the profile and the metrics)
-_SUMMARY = (*DRIFT_SIGNALS, "top_changed", "duplicates", "short_share", "above_threshold")
+_SUMMARY = (*DRIFT_SIGNALS, *INPUT_SIGNALS, "top_changed", "duplicates", "short_share", "above_threshold")
 _UNIT = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _SIGNED = (-1.0, -0.6, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
 _RANKS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
