@@ -234,3 +234,12 @@ def test_serve_takes_the_settings_for_what_a_search_request_leaves_out(
         "what is a famous french dish", k=5, depth=15
     )
     assert [h.doc_id for h in direct.hits] == [h.doc_id for h in blended.hits]
+
+
+def test_ray_serving_reads_the_settings_file_before_any_replica_starts(tmp_path: Path) -> None:
+    from crossrank.scale.serving import build_application
+
+    with pytest.raises(ConfigError, match="does not exist; write one with `crossrank tune`"):
+        build_application("default", settings=tmp_path / "missing.json")
+    app = build_application("default", settings=SearchSettings(rerank=False).save(tmp_path / "plain.json"))
+    assert SearchSettings(rerank=False) in app._bound_deployment.init_args  # bound for every replica, already read

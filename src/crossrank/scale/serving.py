@@ -23,6 +23,7 @@ from crossrank.serve.batcher import Batcher, Job, PairsWork, SearchWork
 from crossrank.serve.config import ApiKeys, ServeConfig
 from crossrank.serve.metrics import Metrics
 from crossrank.serve.model import ServedModel
+from crossrank.settings import SearchSettings, load_settings
 
 __all__ = ["RayServeBatcher", "build_application", "deployment_options", "serve_on_ray"]
 
@@ -139,6 +140,7 @@ class CrossrankReplica:
         max_length: int | None,
         threads: int | None,
         profile: str | None = None,
+        settings: SearchSettings | None = None,
     ) -> None:
         from crossrank.rerank.config import ScoringConfig
         from crossrank.rerank.cross_encoder import CrossEncoder
@@ -150,7 +152,13 @@ class CrossrankReplica:
             config=ScoringConfig(max_length=max_length, threads=threads),
         )
         self._app = create_app(
-            reranker, index=index, config=config, api_keys=api_keys, batcher=RayServeBatcher, profile=profile
+            reranker,
+            index=index,
+            config=config,
+            api_keys=api_keys,
+            batcher=RayServeBatcher,
+            profile=profile,
+            settings=settings,
         )
         self.pid = os.getpid()
 
@@ -212,6 +220,7 @@ def build_application(
     max_length: int | None = None,
     options: dict[str, Any] | None = None,
     profile: str | os.PathLike[str] | None = None,
+    settings: SearchSettings | str | os.PathLike[str] | None = None,
 ) -> Any:
     """Return the bound Ray Serve application; run it with ``serve.run(app, route_prefix="/")``.
 
@@ -225,6 +234,8 @@ def build_application(
         options: from :func:`deployment_options`.
         profile: a reference profile reachable from every node; each replica watches its own
             requests' drift from it (``GET /v1/monitor`` answers for the replica it reaches).
+        settings: what ``POST /v1/search`` does when a request leaves ``depth`` or ``rerank`` out
+            (a ``crossrank tune`` file, read here, or :class:`~crossrank.settings.SearchSettings`).
 
     Example:
         >>> from ray import serve  # doctest: +SKIP
@@ -245,6 +256,7 @@ def build_application(
         max_length,
         threads,
         None if profile is None else str(profile),
+        load_settings(settings) if isinstance(settings, (str, os.PathLike)) else settings,
     )
 
 
@@ -261,6 +273,7 @@ def serve_on_ray(
     port: int = 8080,
     address: str | None = None,
     profile: str | os.PathLike[str] | None = None,
+    settings: SearchSettings | str | os.PathLike[str] | None = None,
 ) -> None:
     """Run the app on Ray Serve until SIGINT or SIGTERM, then drain the replicas and stop.
 
@@ -291,6 +304,7 @@ def serve_on_ray(
         max_length=max_length,
         options=options,
         profile=profile,
+        settings=settings,
     )
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
