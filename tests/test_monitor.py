@@ -316,3 +316,11 @@ def test_index_signals_come_from_the_pipeline(default_model: CrossEncoder, tmp_p
     pipe = Pipeline(index, reranker=default_model)
     for qid, signals in found.items():
         assert signals == pipe.search(queries[qid], k=1, depth=8).signals
+
+
+def test_a_missing_or_foreign_profile_stops_the_server_at_start(default_model: CrossEncoder, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        create_app(default_model, profile=tmp_path / "missing.json")
+    (tmp_path / "calibration.json").write_text('{"format": "crossrank-calibration"}', encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a crossrank profile"):
+        create_app(default_model, profile=tmp_path / "calibration.json")
