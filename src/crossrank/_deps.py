@@ -24,6 +24,8 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "prometheus_client": ("prometheus-client", "serve"),
     "ray": ("ray[data,serve]", "ray"),
     "pyarrow": ("pyarrow", "ray"),
+    "psycopg": ("psycopg[binary]", "postgres"),
+    "psycopg_pool": ("psycopg-pool", "postgres"),
 }
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelError",
     "ModelNotFoundError",
+    "ServerUnavailableError",
 ]
 
 
@@ -47,3 +48,7 @@ class ModelError(CrossrankError, OSError):
 
 class MissingDependencyError(CrossrankError, ImportError):
     """An optional dependency that a feature needs is not installed."""
+
+
+class ServerUnavailableError(CrossrankError, ConnectionError):
+    """A server crossrank reads from (a Postgres first stage) cannot be reached, or went away mid-query."""

@@ -10,6 +10,16 @@ import typer
 
 from crossrank._text import plural
 from crossrank.cli.app import _MODEL_OPTIONS, FamilyOpt, InstructionOpt, TemplateOpt, _cli_errors, _model_options, app
+from crossrank.cli.postgres_opts import (
+    DsnOpt,
+    IdColumnOpt,
+    TableOpt,
+    TextColumnsOpt,
+    TsvectorColumnOpt,
+    VectorColumnOpt,
+    is_postgres,
+    postgres_stage,
+)
 from crossrank.errors import InputError
 from crossrank.evaluate.metrics import DEFAULT_MEASURES
 
@@ -85,6 +95,19 @@ def eval_runs(
         ),
     ] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "",
+    retriever: Annotated[
+        str | None,
+        typer.Option(
+            help="With --data: search its queries with a Postgres table for the first --run: postgres, "
+            "postgres-vector or postgres-hybrid (--dsn, --table, ...)."
+        ),
+    ] = None,
+    dsn: DsnOpt = None,
+    pg_table: TableOpt = None,
+    id_column: IdColumnOpt = "id",
+    text_columns: TextColumnsOpt = "text",
+    vector_column: VectorColumnOpt = None,
+    tsvector_column: TsvectorColumnOpt = None,
     family: FamilyOpt = None,
     template: TemplateOpt = None,
     instruction: InstructionOpt = None,
@@ -113,6 +136,19 @@ def eval_runs(
             if data is None:
                 raise InputError("a pipeline with an index needs --data (the queries to search)")
             run = [_first_stage_from_index(cfg, data, depth)]
+    if retriever is not None and not run:
+        if not is_postgres(retriever):
+            raise InputError(
+                f"eval's --retriever names a Postgres first stage: postgres, postgres-vector or postgres-hybrid "
+                f"(got {retriever!r}); for an index, use a --pipeline file"
+            )
+        if data is None:
+            raise InputError(f"--retriever {retriever} needs --data (the queries to search)")
+        stage = postgres_stage(retriever, dsn, pg_table, id_column, text_columns, vector_column, tsvector_column)
+        try:
+            run = [_first_stage_from_index({"stage": stage, "retriever": retriever}, data, depth)]
+        finally:
+            stage.close()
     if first_stage is not None and not run:
         if data is None:
             raise InputError("--first-stage needs --data (the queries to search)")
@@ -191,6 +227,8 @@ def _first_stage_from_index(cfg: dict[str, Any], data: Path, depth: int) -> Path
 
     if "index" in cfg:
         pipe = Pipeline(cfg["index"], reranker=None)
+    elif "stage" in cfg:
+        pipe = Pipeline(cfg["stage"], reranker=None)
     else:
         pipe = Pipeline(load_first_stage(cfg["first_stage"], base=cfg.get("base")), reranker=None)
     queries = read_beir_queries(data / "queries.jsonl")

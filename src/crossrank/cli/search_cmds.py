@@ -11,6 +11,16 @@ import typer
 
 from crossrank._text import plural
 from crossrank.cli.app import _cli_errors, _print_jsonl, app
+from crossrank.cli.postgres_opts import (
+    DsnOpt,
+    IdColumnOpt,
+    TableOpt,
+    TextColumnsOpt,
+    TsvectorColumnOpt,
+    VectorColumnOpt,
+    is_postgres,
+    postgres_stage,
+)
 from crossrank.documents import record_text
 from crossrank.errors import InputError
 
@@ -36,8 +46,10 @@ def _retriever(value: str | None) -> Any:
 @_cli_errors
 def index_build(
     corpus: Annotated[Path, typer.Option(help="BEIR folder or JSONL: {'_id'|'id', 'text', 'title'?, ...}.")],
-    index: IndexOpt,
-    retriever: Annotated[str, typer.Option(help="bm25, dense or hybrid (both).")] = "bm25",
+    index: Annotated[Path | None, typer.Option("--index", "-i", help="The index folder (--target index).")] = None,
+    retriever: Annotated[
+        str, typer.Option(help="bm25, dense or hybrid (both); with --target postgres: dense or hybrid add vectors.")
+    ] = "bm25",
     dense_model: Annotated[str, typer.Option(help="Bi-encoder: built-in name, folder or hub id.")] = "bge-small-en",
     dtype: Annotated[str, typer.Option(help="Vector storage: float32 or int8.")] = "float32",
     ann: Annotated[str, typer.Option(help="exact, hnsw, or auto (HNSW from 50k vectors).")] = "auto",
@@ -50,10 +62,23 @@ def index_build(
     skip_bad: SkipBadOpt = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
     progress: ProgressOpt = True,
+    target: Annotated[
+        str, typer.Option(help="index (a folder, --index) or postgres (a new table: --dsn, --table).")
+    ] = "index",
+    dsn: DsnOpt = None,
+    table: TableOpt = None,
 ) -> None:
-    """Build an index from a corpus. Prints the manifest and what was skipped."""
+    """Build an index from a corpus (or, with --target postgres, a Postgres table). Prints what was built."""
     from crossrank.retrieve.bm25 import BM25Settings
     from crossrank.retrieve.index import Index, WriteReport
+
+    if target == "postgres":
+        _build_postgres(corpus, dsn, table, _retriever(retriever), dense_model, overwrite)
+        return
+    if target != "index":
+        raise InputError(f"--target must be index or postgres (got {target!r})")
+    if index is None:
+        raise InputError("--target index needs --index DIR (the folder to build the index in)")
 
     report = WriteReport()
     settings = BM25Settings(
@@ -78,6 +103,26 @@ def index_build(
         report=report,
     )
     _print_jsonl([{"index": str(index), "documents": len(idx), "report": report.to_dict()}])
+
+
+def _build_postgres(
+    corpus: Path, dsn: str | None, table: str | None, retriever: str, dense_model: str, overwrite: bool
+) -> None:
+    import shlex
+
+    from crossrank.retrieve.postgres import build_postgres_table
+
+    if not dsn or not table:
+        raise InputError("--target postgres needs --dsn (the server) and --table (the table to create)")
+    vectors = retriever in ("dense", "hybrid")
+    mapping = build_postgres_table(dsn, corpus, table, vectors=vectors, encoder=dense_model, overwrite=overwrite)
+    search = (
+        f"crossrank search --retriever {'postgres-hybrid' if vectors else 'postgres'} --dsn {shlex.quote(dsn)} "
+        f"--table {shlex.quote(table)} --text-columns title,text --tsvector-column tsv"
+        + (" --vector-column embedding" if vectors else "")
+        + ' "your query"'
+    )
+    _print_jsonl([{"table": table, "columns": list(mapping.columns()), "search": search}])
 
 
 @index_app.command("add")
@@ -217,7 +262,19 @@ def search(
     queries: Annotated[Path | None, typer.Option(help="Queries (BEIR queries.jsonl): writes a TREC run.")] = None,
     k: Annotated[int, typer.Option(help="Results per query.")] = 10,
     depth: Annotated[int, typer.Option(help="First-stage candidates reranked per query; at least --k.")] = 100,
-    retriever: Annotated[str | None, typer.Option(help="bm25, dense or hybrid (default: the index's).")] = None,
+    retriever: Annotated[
+        str | None,
+        typer.Option(
+            help="bm25, dense or hybrid (default: the index's); or postgres, postgres-vector, postgres-hybrid "
+            "(a Postgres table: --dsn, --table, ...)."
+        ),
+    ] = None,
+    dsn: DsnOpt = None,
+    table: TableOpt = None,
+    id_column: IdColumnOpt = "id",
+    text_columns: TextColumnsOpt = "text",
+    vector_column: VectorColumnOpt = None,
+    tsvector_column: TsvectorColumnOpt = None,
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank", help="Rerank with the cross-encoder.")] = True,
     rerank_weight: Annotated[
         float,
@@ -237,8 +294,11 @@ def search(
     from crossrank.pipeline import Pipeline, check_depth
     from crossrank.retrieve.plugins import load_first_stage
 
-    if (index is None) == (first_stage is None):
-        raise InputError("give either --index DIR or --first-stage module:attr")
+    if is_postgres(retriever):
+        if index is not None or first_stage is not None:
+            raise InputError(f"--retriever {retriever} searches a Postgres table: drop --index and --first-stage")
+    elif (index is None) == (first_stage is None):
+        raise InputError("give either --index DIR or --first-stage module:attr (or --retriever postgres --dsn --table)")
     if (query is None) == (queries is None):
         raise InputError('give either a query ("free text") or --queries FILE')
     if queries is not None and output is None:
@@ -247,9 +307,13 @@ def search(
         raise InputError(f"--format must be table or jsonl (got {fmt!r})")
     if rerank:
         check_depth(k, depth)  # before loading anything; the pipeline checks it again
-    stage = index if index is not None else load_first_stage(str(first_stage))
+    if is_postgres(retriever):
+        assert retriever is not None
+        stage = postgres_stage(retriever, dsn, table, id_column, text_columns, vector_column, tsvector_column)
+    else:
+        stage = index if index is not None else load_first_stage(str(first_stage))
     pipe = Pipeline(stage, reranker=model if rerank else None, rerank_weight=rerank_weight, blend=blend)  # type: ignore[arg-type]
-    ret = _retriever(retriever)
+    ret = None if is_postgres(retriever) else _retriever(retriever)
     if query is not None:
         result = pipe.search(query, k=k, depth=depth, retriever=ret, rerank=rerank)
         if fmt == "jsonl":

@@ -21,6 +21,16 @@ from crossrank.cli.app import (
     _model_options,
     app,
 )
+from crossrank.cli.postgres_opts import (
+    DsnOpt,
+    IdColumnOpt,
+    TableOpt,
+    TextColumnsOpt,
+    TsvectorColumnOpt,
+    VectorColumnOpt,
+    is_postgres,
+    postgres_stage,
+)
 from crossrank.errors import InputError
 
 log = logging.getLogger("crossrank.serve")
@@ -40,6 +50,19 @@ def serve(
             "as module:attr or file.py:attr (--engine local)."
         ),
     ] = None,
+    retriever: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --index: postgres, postgres-vector or postgres-hybrid, a Postgres table to serve "
+            "POST /v1/search over (--dsn, --table, ...; --engine local)."
+        ),
+    ] = None,
+    dsn: DsnOpt = None,
+    table: TableOpt = None,
+    id_column: IdColumnOpt = "id",
+    text_columns: TextColumnsOpt = "text",
+    vector_column: VectorColumnOpt = None,
+    tsvector_column: TsvectorColumnOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.")] = (
         "127.0.0.1"
     ),
@@ -166,6 +189,18 @@ def serve(
         raise InputError(f"--engine must be local or ray (got {engine!r})")
     if first_stage is not None and (index is not None or engine != "local"):
         raise InputError("--first-stage is served alone (not with --index), with --engine local")
+    pg_stage = None
+    if retriever is not None:
+        if not is_postgres(retriever):
+            raise InputError(
+                f"serve's --retriever names a Postgres first stage: postgres, postgres-vector or postgres-hybrid "
+                f"(got {retriever!r}); an index's first stage is picked per request"
+            )
+        if index is not None or first_stage is not None or engine != "local":
+            raise InputError(
+                f"--retriever {retriever} is served alone (not with --index or --first-stage), with --engine local"
+            )
+        pg_stage = postgres_stage(retriever, dsn, table, id_column, text_columns, vector_column, tsvector_column)
     if engine == "ray":
         from crossrank.scale.serving import deployment_options, serve_on_ray
 
@@ -194,7 +229,7 @@ def serve(
         return
     from crossrank.retrieve.plugins import load_first_stage
 
-    stage = load_first_stage(first_stage) if first_stage is not None else None
+    stage = load_first_stage(first_stage) if first_stage is not None else pg_stage
     reranker = _load(model, backend, max_length, progress=False)
     web_app = create_app(reranker, index=index, first_stage=stage, config=config, api_keys=keys, profile=profile)
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
