@@ -45,6 +45,7 @@ from crossrank.serve.errors import (
     error_status,
     validation_message,
 )
+from crossrank.serve.judge import GRADES, JudgeSession
 from crossrank.serve.metrics import CONTENT_TYPE, Metrics
 from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, HostMiddleware, ObserveMiddleware
 from crossrank.serve.model import ServedModel
@@ -52,6 +53,13 @@ from crossrank.serve.monitor import Monitor, pairs_signals
 from crossrank.serve.schemas import (
     CohereV1Response,
     CohereV2Response,
+    JudgeDocumentOut,
+    JudgePoolRequest,
+    JudgePoolResponse,
+    JudgeQueryOut,
+    JudgeQueryRequest,
+    JudgeStateResponse,
+    JudgmentRequest,
     ModelsResponse,
     MonitorResponse,
     RerankRequest,
@@ -129,6 +137,7 @@ def create_app(
     batcher: Callable[[ServedModel, ServeConfig, Metrics], Batcher] = Batcher,
     profile: Profile | str | os.PathLike[str] | None = None,
     settings: SearchSettings | str | os.PathLike[str] | None = None,
+    judge: JudgeSession | None = None,
 ) -> FastAPI:
     """Return the FastAPI app that serves ``model`` (and a search pipeline over ``index``).
 
@@ -153,6 +162,9 @@ def create_app(
         settings: what ``POST /v1/search`` does when a request leaves ``depth`` or ``rerank`` out,
             and the blend weight (a file ``crossrank tune`` wrote, or
             :class:`~crossrank.settings.SearchSettings`).
+        judge: a judging session (:class:`~crossrank.serve.judge.JudgeSession`): the page at
+            ``/judge`` and ``/v1/judge/*`` pool both stages' results blind and write the grades
+            to its qrels file. Needs ``index`` or ``first_stage``.
 
     Raises:
         ModelNotFoundError: the model cannot be found.
@@ -206,6 +218,7 @@ def create_app(
     )
     app.state.crossrank = state
     _add_routes(app, state)
+    _add_judge(app, state, judge)
     _add_playground(app)
     if config.docs:
         _add_explorer(app)
@@ -560,6 +573,109 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     )
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _add_judge(app: FastAPI, state: _State, judge: JudgeSession | None) -> None:
+    """The judging API under ``/v1/judge`` (404 unless the server judges) and its page at ``/judge``."""
+    served = state.served
+    if judge is not None and served.pipeline is None:
+        raise ConfigError("judging pools the results of a search: serve an index (--index) to judge")
+    missing = "this server does not judge; start it with --index DIR --judge QRELS_FILE"
+
+    def session() -> JudgeSession:
+        if judge is None:
+            raise ApiError("not_found", missing)
+        return judge
+
+    def _out(q: dict[str, Any]) -> JudgeQueryOut:
+        return JudgeQueryOut(**q)
+
+    @app.get(
+        "/v1/judge",
+        response_model=JudgeStateResponse,
+        tags=["judge"],
+        responses=error_responses("crossrank", ["not_found"]),
+        summary="The judging session",
+    )
+    async def judge_state() -> JudgeStateResponse:
+        s = session()
+        return JudgeStateResponse(
+            judge=s.judge,
+            pool_depth=s.depth,
+            qrels=s.path.name,
+            grades={str(k): v for k, v in GRADES.items()},
+            queries=[_out(q) for q in s.queries()],
+        )
+
+    @app.post(
+        "/v1/judge/queries",
+        response_model=JudgeQueryOut,
+        tags=["judge"],
+        responses=error_responses("crossrank", ["invalid", "not_found"]),
+        summary="Add a query to judge",
+    )
+    async def judge_add(body: JudgeQueryRequest) -> JudgeQueryOut:
+        s = session()
+        _check_text(state.config, body.query, "query")
+        try:
+            qid = s.add_query(body.query)
+        except InputError as err:
+            raise ApiError("invalid", str(err)) from err
+        return _out(next(q for q in s.queries() if q["id"] == qid))
+
+    @app.post(
+        "/v1/judge/pool",
+        response_model=JudgePoolResponse,
+        tags=["judge"],
+        responses=error_responses("crossrank", [*_RERANK_ERRORS, "not_found"]),
+        summary="Both stages' top results for a query, pooled and shuffled",
+    )
+    async def judge_pool(body: JudgePoolRequest, request: Request) -> JudgePoolResponse:
+        s = session()
+        try:
+            text = s.needs_pool(body.query_id)
+        except InputError as err:
+            raise ApiError("not_found", str(err)) from err
+        pipeline = served.pipeline
+        assert pipeline is not None
+        if text is not None:  # both stages, through the batcher like any search
+            depth = max(s.depth, pipeline.settings.depth)
+            first = await _await(state, request, SearchWork(text, s.depth, s.depth, None, False))
+            reranked = await _await(state, request, SearchWork(text, s.depth, depth, None, True))
+            assert isinstance(first, SearchOutcome) and isinstance(reranked, SearchOutcome)
+            s.set_pool(body.query_id, [h.doc_id for h in first.result.hits], [h.doc_id for h in reranked.result.hits])
+        pool = s.pool(body.query_id)
+        records = pipeline.store.get([d for d, _ in pool])
+        docs = []
+        for (doc_id, grade), rec in zip(pool, records, strict=True):
+            rec = rec or {}
+            docs.append(
+                JudgeDocumentOut(
+                    id=doc_id, title=str(rec.get("title") or ""), text=str(rec.get("text") or ""), grade=grade
+                )
+            )
+        query = next(q for q in s.queries() if q["id"] == body.query_id)
+        return JudgePoolResponse(query=_out(query), documents=docs)
+
+    @app.post(
+        "/v1/judge/judgment",
+        response_model=JudgeQueryOut,
+        tags=["judge"],
+        responses=error_responses("crossrank", ["invalid", "not_found"]),
+        summary="Grade one pooled document (written to the qrels file at once)",
+    )
+    async def judge_one(body: JudgmentRequest) -> JudgeQueryOut:
+        s = session()
+        try:
+            return _out(s.judge_document(body.query_id, body.doc_id, body.grade))
+        except InputError as err:
+            raise ApiError("invalid", str(err)) from err
+        except ConfigError as err:  # the disk refused: the grade is not kept, and the page says so
+            raise ApiError("internal", str(err)) from err
+
+    @app.api_route("/judge", methods=["GET", "HEAD"], include_in_schema=False)
+    async def judge_page() -> Response:
+        return FileResponse(STATIC_DIR / "judge.html", media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
 
 def _add_playground(app: FastAPI) -> None:

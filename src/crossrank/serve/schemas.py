@@ -498,3 +498,68 @@ class Status(BaseModel):
 
     status: str
     model: str | None = None
+
+
+# ------------------------------------------------------------------ judging
+
+
+class JudgeQueryRequest(BaseModel):
+    """``POST /v1/judge/queries``: add a typed query to judge."""
+
+    model_config = _REQUEST
+
+    query: Text
+
+
+class JudgePoolRequest(BaseModel):
+    """``POST /v1/judge/pool``: the pooled, shuffled results of both stages for one query."""
+
+    model_config = _REQUEST
+
+    query_id: Text
+
+
+class JudgmentRequest(BaseModel):
+    """``POST /v1/judge/judgment``: one grade, written to the qrels file at once."""
+
+    model_config = _REQUEST
+
+    query_id: Text
+    doc_id: Text
+    grade: Literal[2, 1, 0, -1] = Field(description="2 relevant, 1 partly relevant, 0 not relevant, -1 skip.")
+
+
+class JudgeQueryOut(BaseModel):
+    """A query to judge and how far its judging is."""
+
+    id: str
+    text: str
+    judged: int
+    total: int | None = Field(description="Documents in its pool; null until the pool is built.")
+    done: bool
+
+
+class JudgeStateResponse(BaseModel):
+    """``GET /v1/judge``: the judging session."""
+
+    judge: str
+    pool_depth: int
+    qrels: str = Field(description="The qrels file's name.")
+    grades: dict[str, str]
+    queries: list[JudgeQueryOut]
+
+
+class JudgeDocumentOut(BaseModel):
+    """One pooled document, without a word on which stage found it."""
+
+    id: str
+    title: str
+    text: str
+    grade: int | None = Field(description="Its grade so far: 2, 1, 0, -1 (skipped) or null (not judged).")
+
+
+class JudgePoolResponse(BaseModel):
+    """``POST /v1/judge/pool``: a query's pool in the order to show it."""
+
+    query: JudgeQueryOut
+    documents: list[JudgeDocumentOut]
