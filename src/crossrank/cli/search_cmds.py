@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from crossrank._text import plural
-from crossrank.cli.app import _cli_errors, _print_jsonl, app
+from crossrank.cli.app import SettingsOpt, _cli_errors, _print_jsonl, app
 from crossrank.cli.postgres_opts import (
     DsnOpt,
     IdColumnOpt,
@@ -247,9 +247,30 @@ def index_verify(
         raise typer.Exit(1)
 
 
+def _with_settings(
+    ctx: typer.Context, path: Path, rerank: bool, depth: int, rerank_weight: float, blend: str
+) -> tuple[bool, int, float, str]:
+    """Return rerank, depth, weight and blend from a `crossrank tune` file; a flag on the command line wins."""
+    from crossrank.settings import load_settings
+
+    tuned = load_settings(path)
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    return (
+        rerank if given("rerank") else tuned.rerank,
+        depth if given("depth") else tuned.depth,
+        rerank_weight if given("rerank_weight") else tuned.rerank_weight,
+        blend if given("blend") else tuned.blend,
+    )
+
+
 @app.command()
 @_cli_errors
 def search(
+    ctx: typer.Context,
     index: Annotated[Path | None, typer.Option("--index", "-i", help="The index folder.")] = None,
     first_stage: Annotated[
         str | None,
@@ -289,10 +310,14 @@ def search(
     fmt: Annotated[str, typer.Option("--format", help="table or jsonl (one query).")] = "table",
     batch_size: Annotated[int, typer.Option(help="Queries searched together.")] = 32,
     progress: ProgressOpt = True,
+    settings: SettingsOpt = None,
 ) -> None:
     """Search an index (or another first stage): first stage, then the cross-encoder on the top --depth."""
     from crossrank.pipeline import Pipeline, check_depth
     from crossrank.retrieve.plugins import load_first_stage
+
+    if settings is not None:
+        rerank, depth, rerank_weight, blend = _with_settings(ctx, settings, rerank, depth, rerank_weight, blend)
 
     if is_postgres(retriever):
         if index is not None or first_stage is not None:

@@ -15,6 +15,7 @@ from crossrank.cli.app import (
     InstructionOpt,
     MaxLenOpt,
     ModelOpt,
+    SettingsOpt,
     TemplateOpt,
     _cli_errors,
     _load,
@@ -32,6 +33,7 @@ from crossrank.cli.postgres_opts import (
     postgres_stage,
 )
 from crossrank.errors import InputError
+from crossrank.settings import load_settings
 
 log = logging.getLogger("crossrank.serve")
 
@@ -140,9 +142,24 @@ def serve(
             "flag drift from it."
         ),
     ] = None,
+    settings: SettingsOpt = None,
+    judge: Annotated[
+        Path | None,
+        typer.Option(
+            help="Judge at /judge: pool both stages' results blind and write the grades to this TREC qrels file "
+            "(resumed when it exists; needs --index)."
+        ),
+    ] = None,
+    judge_queries: Annotated[
+        Path | None,
+        typer.Option(help="--judge: the queries to judge (BEIR queries.jsonl or a request log); more can be typed."),
+    ] = None,
+    judge_depth: Annotated[int, typer.Option(help="--judge: results of each stage pooled per query.")] = 10,
+    judge_name: Annotated[str, typer.Option(help="--judge: who judges (recorded beside the qrels).")] = "",
 ) -> None:
     """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
     _model_options(family, template, instruction)
+    tuned = load_settings(settings) if settings is not None else None  # a bad file fails before any load
     # first: without the serve extra this is a one-line error naming the pip command, not a traceback
     from crossrank.serve import ApiKeys, ServeConfig, create_app
     from crossrank.serve.config import bound_hosts, is_wildcard_bind
@@ -187,6 +204,17 @@ def serve(
         )
     if engine not in ("local", "ray"):
         raise InputError(f"--engine must be local or ray (got {engine!r})")
+    if judge_queries is not None and judge is None:
+        raise InputError("--judge-queries needs --judge QRELS_FILE: where the grades go")
+    session = None
+    if judge is not None:
+        if engine != "local" or (index is None and first_stage is None and retriever is None):
+            raise InputError("--judge pools a search's results: serve an --index with --engine local")
+        from crossrank.serve.judge import JudgeSession, read_judge_queries
+
+        asked = read_judge_queries(judge_queries) if judge_queries is not None else {}
+        describe = {"model": model, "index": str(index) if index is not None else retriever or first_stage}
+        session = JudgeSession(judge, asked, depth=judge_depth, judge=judge_name, describe=describe)
     if first_stage is not None and (index is not None or engine != "local"):
         raise InputError("--first-stage is served alone (not with --index), with --engine local")
     pg_stage = None
@@ -225,13 +253,25 @@ def serve(
             port=port,
             address=address,
             profile=profile,
+            settings=tuned,
         )
         return
     from crossrank.retrieve.plugins import load_first_stage
 
     stage = load_first_stage(first_stage) if first_stage is not None else pg_stage
     reranker = _load(model, backend, max_length, progress=False)
-    web_app = create_app(reranker, index=index, first_stage=stage, config=config, api_keys=keys, profile=profile)
+    web_app = create_app(
+        reranker,
+        index=index,
+        first_stage=stage,
+        config=config,
+        api_keys=keys,
+        profile=profile,
+        settings=tuned,
+        judge=session,
+    )
+    if session is not None:
+        log.info("judging at http://%s:%d/judge: grades go to %s", host, port, session.path)
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s with no API keys: anyone who can reach it can use it", host)
     log.info("crossrank serving %s on http://%s:%d%s", reranker.name, host, port, " (API keys on)" if keys else "")
