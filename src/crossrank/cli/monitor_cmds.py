@@ -85,3 +85,24 @@ def monitor_verdict(
         )
         result = verdict(list(found.values()), activation=reranker.activation)
     typer.echo(json.dumps(result.to_dict()))
+
+
+@monitor_app.command("report")
+@_cli_errors
+def monitor_report(
+    log: Annotated[Path, typer.Argument(help="The --request-log folder of `crossrank serve` (or one of its files).")],
+    html: Annotated[Path, typer.Option("--html", help="Where to write the report (one self-contained HTML file).")],
+    profile: Annotated[
+        Path | None, typer.Option(help="A reference profile: report the last --window requests' drift from it.")
+    ] = None,
+    window: Annotated[int, typer.Option(help="Requests compared with the profile (the most recent).")] = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """Write a label-free report from a request log: signals over time, verdict, most reordered queries, drift."""
+    from crossrank.drift import Profile
+    from crossrank.evaluate.log_report import write_log_report
+
+    reference = Profile.load(profile) if profile is not None else None
+    summary = write_log_report(log, html, profile=reference, window=window, json_path=json_out)
+    drifted = "" if summary.drift is None else f"; drift: {'yes' if summary.drift.drifted else 'no'}"
+    typer.echo(f"{summary.records} requests, verdict: {summary.verdict.label}{drifted}; wrote {html}", err=True)

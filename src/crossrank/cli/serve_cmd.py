@@ -156,6 +156,18 @@ def serve(
     ] = None,
     judge_depth: Annotated[int, typer.Option(help="--judge: results of each stage pooled per query.")] = 10,
     judge_name: Annotated[str, typer.Option(help="--judge: who judges (recorded beside the qrels).")] = "",
+    request_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Log a sample of requests (query, both orders, scores, timings, signals) as JSONL in this folder; "
+            "off by default. Read it with `crossrank monitor report`."
+        ),
+    ] = None,
+    log_sample: Annotated[float, typer.Option(help="--request-log: the share of requests logged, in (0, 1].")] = 0.1,
+    log_texts: Annotated[
+        str, typer.Option(help="--request-log: keep the query and document texts in full, hash them, or drop them.")
+    ] = "hash",
+    log_max_mb: Annotated[int, typer.Option(help="--request-log: rotate the file past this many MB (5 kept).")] = 64,
 ) -> None:
     """Serve a cross-encoder over HTTP: /v1/rerank, /v2/rerank, /rerank, /v1/score, /v1/search, /metrics."""
     _model_options(family, template, instruction)
@@ -204,6 +216,20 @@ def serve(
         )
     if engine not in ("local", "ray"):
         raise InputError(f"--engine must be local or ray (got {engine!r})")
+    requests_out = None
+    if request_log is not None:
+        if engine != "local":
+            raise InputError("--request-log works with --engine local (one process writes the log); drop it")
+        from crossrank.serve.requestlog import TEXT_POLICIES, RequestLog
+
+        if log_texts not in TEXT_POLICIES:
+            raise InputError(f"--log-texts must be one of {', '.join(TEXT_POLICIES)} (got {log_texts!r})")
+        requests_out = RequestLog(
+            request_log,
+            sample=log_sample,
+            texts=log_texts,  # type: ignore[arg-type]
+            max_bytes=log_max_mb * 1024 * 1024,
+        )
     if judge_queries is not None and judge is None:
         raise InputError("--judge-queries needs --judge QRELS_FILE: where the grades go")
     session = None
@@ -269,7 +295,10 @@ def serve(
         profile=profile,
         settings=tuned,
         judge=session,
+        request_log=requests_out,
     )
+    if requests_out is not None:
+        log.info("logging %g of requests to %s (texts: %s)", log_sample, requests_out.path, log_texts)
     if session is not None:
         log.info("judging at http://%s:%d/judge: grades go to %s", host, port, session.path)
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):

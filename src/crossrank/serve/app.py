@@ -50,6 +50,7 @@ from crossrank.serve.metrics import CONTENT_TYPE, Metrics
 from crossrank.serve.middleware import STATS_KEY, GuardMiddleware, HostMiddleware, ObserveMiddleware
 from crossrank.serve.model import ServedModel
 from crossrank.serve.monitor import Monitor, pairs_signals
+from crossrank.serve.requestlog import RequestLog
 from crossrank.serve.schemas import (
     CohereV1Response,
     CohereV2Response,
@@ -77,6 +78,7 @@ from crossrank.serve.schemas import (
     WeaviateRankResponse,
 )
 from crossrank.settings import SearchSettings
+from crossrank.signals import QuerySignals
 
 __all__ = ["create_app"]
 
@@ -124,6 +126,34 @@ class _State:
     metrics: Metrics
     batcher: Batcher
     monitor: Monitor
+    request_log: RequestLog | None = None
+
+    def log_pairs(
+        self, endpoint: str, query: str, texts: Sequence[str], scores: Sequence[float], order: Sequence[int],
+        result: PairsResult, signals: QuerySignals,
+    ) -> None:  # fmt: skip
+        """Hand a rerank request's record to the request log, when it is on and samples this one."""
+        rl = self.request_log
+        if rl is None or not rl.wants():
+            return
+        rl.offer(
+            {
+                "time": time.time(),
+                "endpoint": endpoint,
+                "query": rl.text(query),
+                "documents": [rl.text(t) for t in texts],
+                "first_stage": list(range(len(texts))),  # the order the caller sent
+                "reranked": [int(i) for i in order],
+                "scores": [float(x) for x in scores],
+                "truncated": [bool(t) for t in result.truncated],
+                "timings_ms": {
+                    "queue": round(result.timing.queue_ms, 3),
+                    "tokenize": round(result.timing.tokenize_ms, 3),
+                    "inference": round(result.timing.inference_ms, 3),
+                },
+                "signals": signals.to_dict(),
+            }
+        )
 
 
 def create_app(
@@ -138,6 +168,7 @@ def create_app(
     profile: Profile | str | os.PathLike[str] | None = None,
     settings: SearchSettings | str | os.PathLike[str] | None = None,
     judge: JudgeSession | None = None,
+    request_log: RequestLog | None = None,
 ) -> FastAPI:
     """Return the FastAPI app that serves ``model`` (and a search pipeline over ``index``).
 
@@ -162,6 +193,8 @@ def create_app(
         settings: what ``POST /v1/search`` does when a request leaves ``depth`` or ``rerank`` out,
             and the blend weight (a file ``crossrank tune`` wrote, or
             :class:`~crossrank.settings.SearchSettings`).
+        request_log: a sampled request log (:class:`~crossrank.serve.requestlog.RequestLog`), off
+            when ``None``; closed (its queue written) when the app shuts down.
         judge: a judging session (:class:`~crossrank.serve.judge.JudgeSession`): the page at
             ``/judge`` and ``/v1/judge/*`` pool both stages' results blind and write the grades
             to its qrels file. Needs ``index`` or ``first_stage``.
@@ -189,7 +222,7 @@ def create_app(
     metrics = Metrics()
     reference = Profile.load(profile) if isinstance(profile, (str, os.PathLike)) else profile
     monitor = Monitor(metrics.registry, reference)
-    state = _State(served, config, metrics, batcher(served, config, metrics), monitor)
+    state = _State(served, config, metrics, batcher(served, config, metrics), monitor, request_log)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -207,6 +240,8 @@ def create_app(
         # uvicorn has already waited for in-flight requests; finish anything still queued
         await asyncio.to_thread(state.batcher.close, config.timeout_s)
         log.info("batcher drained and stopped")
+        if request_log is not None:
+            await asyncio.to_thread(request_log.close)
 
     app = FastAPI(
         title="crossrank",
@@ -334,7 +369,9 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                 "with the query; send truncate=true to cut them (the query is kept, the text cut)",
             )
         scores, order = _rank(served, result, act, None)
-        state.monitor.observe(pairs_signals(served, body.query, body.texts, result, act))
+        signals = pairs_signals(served, body.query, body.texts, result, act)
+        state.monitor.observe(signals)
+        state.log_pairs(request.url.path, body.query, body.texts, scores, order, result, signals)
         ranks = []
         for i in order:
             item: dict[str, Any] = {"index": i, "score": scores[i]}
@@ -500,6 +537,26 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             served.record_speed(result.depth, result.timings_ms.get("rerank", 0.0) / 1000)
         if result.signals is not None:
             state.monitor.observe(result.signals)
+        rl = state.request_log
+        if rl is not None and rl.wants():
+            by_first = sorted(result.hits, key=lambda h: h.first_stage_rank)
+            rl.offer(
+                {
+                    "time": time.time(),
+                    "endpoint": "/v1/search",
+                    "query": rl.text(body.query),
+                    "retriever": result.retriever,
+                    "depth": result.depth,
+                    "candidates": [h.doc_id for h in by_first],
+                    "first_stage": [h.doc_id for h in by_first],
+                    "first_stage_scores": [h.first_stage_score for h in by_first],
+                    "reranked": [h.doc_id for h in result.hits],
+                    "scores": [h.score for h in result.hits],
+                    "truncated": [h.truncated for h in result.hits],
+                    "timings_ms": dict(result.timings_ms),
+                    "signals": result.signals.to_dict() if result.signals is not None else None,
+                }
+            )
         num_truncated = sum(h.truncated for h in result.hits)
         request.scope[STATS_KEY] = {
             "k": body.k,
@@ -820,7 +877,9 @@ async def _cohere(
         state, request, [query] * len(texts), texts, act, max_doc_tokens=max_doc_tokens, instruction=instruction
     )
     scores, order = _rank(served, result, act, top_n)
-    state.monitor.observe(pairs_signals(served, query, texts, result, act))
+    signals = pairs_signals(served, query, texts, result, act)
+    state.monitor.observe(signals)
+    state.log_pairs(request.url.path, query, texts, scores, order, result, signals)
     results = []
     for i in order:
         item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
