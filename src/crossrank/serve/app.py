@@ -736,11 +736,16 @@ def _add_judge(app: FastAPI, state: _State, judge: JudgeSession | None) -> None:
 
 
 def _add_playground(app: FastAPI) -> None:
-    """Serve the playground page at ``/`` and its assets under ``/static``, outside the OpenAPI description."""
+    """Serve the playground at ``/``, the monitor page at ``/monitor`` and their assets under ``/static``,
+    outside the OpenAPI description."""
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def playground() -> Response:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+    @app.api_route("/monitor", methods=["GET", "HEAD"], include_in_schema=False)
+    async def monitor_page() -> Response:
+        return FileResponse(STATIC_DIR / "monitor.html", media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,10 @@ WINDOWS: tuple[int, ...] = (100, 1000)
 #: the window judged for drift: the most recent 100 queries (fewer until 100 have come, judged
 #: from :data:`~crossrank.drift.MIN_QUERIES` on)
 DRIFT_WINDOW = 100
+#: rerankings kept for the plots over time (``series`` in ``GET /v1/monitor``)
+SERIES = 300
+#: the signals those plots show
+SERIES_SIGNALS = ("kendall_tau", "top_score", "margin", "score_std", "truncated_share")
 # the signals summarised per window (the others are in the profile and the metrics)
 _SUMMARY = (*DRIFT_SIGNALS, *INPUT_SIGNALS, "top_changed", "duplicates", "short_share", "above_threshold")
 _UNIT = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -83,6 +88,7 @@ class Monitor:
     def __init__(self, registry: CollectorRegistry, profile: Profile | None = None) -> None:
         self.profile = profile
         self._recent: deque[QuerySignals] = deque(maxlen=max(WINDOWS))
+        self._times: deque[float] = deque(maxlen=SERIES)
         self._lock = threading.Lock()
         self._total = 0
         self._drifted = False
@@ -117,6 +123,7 @@ class Monitor:
             self.duplicates.inc(signals.duplicates)
         with self._lock:
             self._recent.append(signals)
+            self._times.append(time.time())
             self._total += 1
             if self.profile is None:
                 return
@@ -144,6 +151,7 @@ class Monitor:
         """Return what ``GET /v1/monitor`` answers: totals, per-window statistics and drift."""
         with self._lock:
             recent = list(self._recent)
+            times = list(self._times)
             total, drifted = self._total, self._drifted
         windows = {}
         for size in WINDOWS:
@@ -163,7 +171,16 @@ class Monitor:
             "min_queries": MIN_QUERIES,
             "profile": profile,
             "windows": windows,
+            "series": _series(recent[-len(times) :] if times else [], times),
         }
+
+
+def _series(recent: Sequence[QuerySignals], times: Sequence[float]) -> dict[str, list[float]]:
+    """The last :data:`SERIES` rerankings' signals in time order, for plots over time."""
+    out: dict[str, list[float]] = {"time": [round(t, 3) for t in times]}
+    for name in SERIES_SIGNALS:
+        out[name] = [round(float(getattr(s, name)), 6) for s in recent]
+    return out
 
 
 def _stats(window: Sequence[QuerySignals]) -> dict[str, dict[str, float]]:

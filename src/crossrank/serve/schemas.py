@@ -491,6 +491,9 @@ class MonitorResponse(BaseModel):
     windows: dict[str, dict[str, Any]] = Field(
         description="Per window (last_100, last_1000): count, per-signal mean and percentiles, drift."
     )
+    series: dict[str, list[float]] = Field(
+        description="The last 300 rerankings in time order: `time` (Unix seconds) and a few signals, for plots."
+    )
 
 
 class Status(BaseModel):
