@@ -650,6 +650,10 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/v1/search": {"query": "library", "k": 2, "depth": 5},
     "/weaviate/rerank": {"query": "cat", "documents": ["a cat"], "property": ""},
     "/score": {"model": "any", "text_1": "cat", "text_2": ["a cat"]},
+    # judging is off on this server: these answer 404 with the fix, in the documented shape
+    "/v1/judge/queries": {"query": "library"},
+    "/v1/judge/pool": {"query_id": "1"},
+    "/v1/judge/judgment": {"query_id": "1", "doc_id": "d", "grade": 2},
 }
 
 
@@ -678,7 +682,7 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
     with serving(create_app(default_model, index=dl19_index, config=config)) as base:
         schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 13
+        assert len(operations) == 17
         for operation in operations:
             post = operation.method.upper() == "POST"
             # what Python's JSON parser takes but JSON is not, and a Host a DNS-rebinding page sends

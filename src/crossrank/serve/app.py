@@ -651,7 +651,7 @@ def _add_judge(app: FastAPI, state: _State, judge: JudgeSession | None) -> None:
         "/v1/judge",
         response_model=JudgeStateResponse,
         tags=["judge"],
-        responses=error_responses("crossrank", ["not_found"]),
+        responses=error_responses("crossrank", ["not_found", "misdirected", "unauthorized"]),
         summary="The judging session",
     )
     async def judge_state() -> JudgeStateResponse:
@@ -668,7 +668,7 @@ def _add_judge(app: FastAPI, state: _State, judge: JudgeSession | None) -> None:
         "/v1/judge/queries",
         response_model=JudgeQueryOut,
         tags=["judge"],
-        responses=error_responses("crossrank", ["invalid", "not_found"]),
+        responses=error_responses("crossrank", [*_RERANK_ERRORS, "not_found"]),
         summary="Add a query to judge",
     )
     async def judge_add(body: JudgeQueryRequest) -> JudgeQueryOut:
@@ -718,7 +718,7 @@ def _add_judge(app: FastAPI, state: _State, judge: JudgeSession | None) -> None:
         "/v1/judge/judgment",
         response_model=JudgeQueryOut,
         tags=["judge"],
-        responses=error_responses("crossrank", ["invalid", "not_found"]),
+        responses=error_responses("crossrank", [*_RERANK_ERRORS, "not_found"]),
         summary="Grade one pooled document (written to the qrels file at once)",
     )
     async def judge_one(body: JudgmentRequest) -> JudgeQueryOut:
