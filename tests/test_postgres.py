@@ -328,3 +328,45 @@ def test_build_with_vectors_on_a_pgvector_server(pgv: Cluster, cisi_slice: Path,
     with open_postgres(pgv.dsn(), mapping, retriever="postgres-hybrid", encoder=remembering_encoder) as stage:
         found = stage.retrieve([QUERY], k=5)[0]
         assert len(found) == 5 and stage.get([found.doc_ids[0]])[0] is not None
+
+
+# ---------------------------------------------------------------------- the first-stage contract
+
+
+def test_postgres_stages_keep_the_first_stage_contract(pgv: Cluster, remembering_encoder: Any) -> None:
+    """The contract of tests/test_first_stage_contract.py, over all three Postgres first stages."""
+    from crossrank.retrieve.protocols import DocumentStore, FirstStage
+    from test_first_stage_contract import QUERIES, _check
+
+    with psycopg.connect(pgv.dsn(), autocommit=True) as owner:  # a copy: the deletes below touch only it
+        owner.execute("CREATE TABLE contract_vec AS SELECT * FROM cisi_vec")
+    table = PostgresTable("contract_vec", id_column="doc_id", text_columns=("title", "body"), vector_column="emb")
+    for kind in ("postgres", "postgres-vector", "postgres-hybrid"):
+        with open_postgres(pgv.dsn(), table, retriever=kind, encoder=remembering_encoder) as stage:
+            assert isinstance(stage, FirstStage) and isinstance(stage, DocumentStore)
+            for k in (1, 7, 50, 400):
+                found = stage.retrieve(QUERIES, k)
+                _check(found, QUERIES, k)
+                if k <= 50:
+                    assert len(found[0]) == k, kind
+            assert stage.retrieve([], 5) == []
+            batch = stage.retrieve(QUERIES, 10)
+            for q, together in zip(QUERIES, batch, strict=True):
+                alone = stage.retrieve([q], 10)[0]
+                assert alone.doc_ids == together.doc_ids
+                np.testing.assert_allclose(alone.scores, together.scores, rtol=1e-5, atol=1e-6)
+            with pytest.raises(InputError, match="list of queries"):
+                stage.retrieve("one string", 5)  # type: ignore[arg-type]
+            for k in (0, -1):
+                with pytest.raises(InputError, match="k must be >= 1"):
+                    stage.retrieve(QUERIES, k)
+    # deletes honoured: rows the owner removes never come back, and the store says they are gone
+    with open_postgres(pgv.dsn(), table, retriever="postgres-hybrid", encoder=remembering_encoder) as stage:
+        before = stage.retrieve(QUERIES[:3], 20)
+        gone = sorted({r.doc_ids[0] for r in before} | set(before[0].doc_ids[1:4]))
+        with psycopg.connect(pgv.dsn(), autocommit=True) as owner:
+            owner.execute("DELETE FROM contract_vec WHERE doc_id::text = ANY(%s)", (gone,))
+        after = stage.retrieve(QUERIES[:3], 300)
+        _check(after, QUERIES[:3], 300)
+        assert not any(set(r.doc_ids) & set(gone) for r in after)
+        assert stage.get(gone) == [None] * len(gone)
