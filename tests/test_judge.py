@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,12 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from browser import CHROMIUM_ARGS, chromium_path
+from browser import launched, serve_process
 from conftest import beir
 from crossrank.serve.judge import JudgeSession
-from test_serve import free_port
 
 CODE = "import sys; from crossrank.cli.app import main; sys.argv = ['crossrank', *sys.argv[1:]]; main()"
 QUERY_IDS = ["1", "3", "10"]  # CISI queries with judged documents among the first 300 abstracts
@@ -53,41 +51,16 @@ def setup(cisi_slice: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 @pytest.fixture(scope="module")
 def server(setup: dict[str, Path]) -> Iterator[str]:
-    port = free_port()
-    log = (setup["folder"] / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, "serve", "--index", str(setup["index"]), "--port", str(port),
-         "--judge", str(setup["qrels"]), "--judge-queries", str(setup["queries"]), "--judge-depth", str(DEPTH),
-         "--judge-name", "test judge"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (setup["folder"] / "serve.log").read_text()
-            try:
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "crossrank serve did not become ready"
-            time.sleep(0.2)
+    args = ["--index", str(setup["index"]), "--judge", str(setup["qrels"]), "--judge-queries", str(setup["queries"]),
+            "--judge-depth", str(DEPTH), "--judge-name", "test judge"]  # fmt: skip
+    with serve_process(args, setup["folder"] / "serve.log") as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched() as browser:
+        yield browser
 
 
 def judged_count(base: str) -> int:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from browser import CHROMIUM_ARGS, chromium_path
+from browser import launched
 from crossrank import CrossEncoder
 from crossrank.drift import Profile
 from test_serve import dl19_candidates, serving
@@ -26,12 +26,8 @@ REPEATS = 3  # each of the 10 shipped DL 2019 queries, three times
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched() as browser:
+        yield browser
 
 
 def test_the_monitor_page_plots_what_the_api_reports(default_model: CrossEncoder, browser: Browser) -> None:

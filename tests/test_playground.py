@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
-from browser import CHROMIUM_ARGS, chromium_path
+from browser import launched
 from crossrank import CrossEncoder
 from crossrank.serve import ApiKeys, ServeConfig, create_app
 from crossrank.serve.app import STATIC_DIR
@@ -63,12 +63,8 @@ class Tab:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched() as browser:
+        yield browser
 
 
 def open_tab(browser: Browser, base: str, viewport: dict[str, int], fragment: str = "") -> Tab:

@@ -11,20 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from browser import serve_process
 from conftest import beir
 from crossrank.errors import ConfigError, InputError
 from crossrank.evaluate.log_report import read_request_log
 from crossrank.serve.requestlog import RequestLog, redact
-from test_serve import free_port
 
 CODE = "import sys; from crossrank.cli.app import main; sys.argv = ['crossrank', *sys.argv[1:]]; main()"
 
@@ -38,37 +36,14 @@ def test_a_server_logs_hashed_requests_and_the_report_reads_them(cisi_slice: Pat
 
     Index.build(tmp_path / "index", cisi_slice, retriever="bm25")
     queries = [json.loads(line)["text"] for line in (beir("cisi") / "queries.jsonl").read_text().splitlines()[:12]]
-    port, logs = free_port(), tmp_path / "logs"
-    out = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CODE, "serve", "--index", str(tmp_path / "index"), "--port", str(port),
-         "--request-log", str(logs), "--log-sample", "1", "--log-texts", "hash"],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        with httpx.Client(timeout=120) as http:
-            for q in queries:
-                assert http.post(f"{base}/v1/search", json={"query": q, "k": 5, "depth": 20}).status_code == 200
-            docs = ["a library catalogue of books", "indexing by subject headings", "the weather in spring"]
-            r = http.post(
-                f"{base}/v2/rerank", json={"model": "default", "query": "library indexing", "documents": docs}
-            )
-            assert r.status_code == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(120) in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()  # uvicorn re-raises it
-        out.close()
+    logs = tmp_path / "logs"
+    args = ["--index", str(tmp_path / "index"), "--request-log", str(logs), "--log-sample", "1", "--log-texts", "hash"]
+    with serve_process(args, tmp_path / "serve.log") as base, httpx.Client(timeout=120) as http:
+        for q in queries:
+            assert http.post(f"{base}/v1/search", json={"query": q, "k": 5, "depth": 20}).status_code == 200
+        docs = ["a library catalogue of books", "indexing by subject headings", "the weather in spring"]
+        body = {"model": "default", "query": "library indexing", "documents": docs}
+        assert http.post(f"{base}/v2/rerank", json=body).status_code == 200
 
     records = read_request_log(logs)
     assert len(records) == len(queries) + 1  # sample 1: every request, written before the server stopped

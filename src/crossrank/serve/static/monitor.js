@@ -2,7 +2,8 @@
 // (points and a rolling median). Texts go in as textContent; no outside requests.
 
 const KEY_STORAGE = "crossrank.apiKey";
-const SVG = "http://www.w3.org/2000/svg";
+// the SVG namespace, read from the inline <svg> the page holds (the HTML parser sets it)
+const SVG = document.getElementById("svg-namespace").namespaceURI;
 const LABELS = {
   kendall_tau: "Kendall tau with the first stage (top 10)",
   top_score: "Top score",
