@@ -31,7 +31,7 @@ from crossrank.evaluate.tune import (
     tune,
     tune_matrix,
 )
-from crossrank.io import read_beir_queries, read_qrels
+from crossrank.io import read_beir_queries, read_qrels, read_trec_run
 from crossrank.pipeline import Pipeline
 from crossrank.retrieve.index import Index
 from crossrank.settings import SearchSettings, load_settings
@@ -243,3 +243,26 @@ def test_ray_serving_reads_the_settings_file_before_any_replica_starts(tmp_path:
         build_application("default", settings=tmp_path / "missing.json")
     app = build_application("default", settings=SearchSettings(rerank=False).save(tmp_path / "plain.json"))
     assert SearchSettings(rerank=False) in app._bound_deployment.init_args  # bound for every replica, already read
+
+
+def test_tune_reads_the_judge_pages_file_and_its_sidecar_without_a_queries_file(
+    index: Path, tmp_path: Path, qrels: dict[str, dict[str, int]]
+) -> None:
+    from crossrank.serve.judge import JudgeSession
+
+    # ten queries judged through the judge session (the page's API), grades taken from the shipped qrels
+    session = JudgeSession(tmp_path / "judged.qrels", read_beir_queries(EXAMPLES / "queries.jsonl"), depth=DEPTH)
+    run = {q: [d for d, _ in docs] for q, docs in read_trec_run(EXAMPLES / "bm25.top100.trec").items()}
+    for q in session.queries():
+        session.set_pool(q["id"], run[q["id"]][:DEPTH], run[q["id"]][DEPTH : 2 * DEPTH])
+        for doc, _ in session.pool(q["id"]):
+            session.judge_document(q["id"], doc, min(qrels[q["id"]].get(doc, 0), 2))
+    res = crossrank(
+        "tune", "--qrels", tmp_path / "judged.qrels", "--run", EXAMPLES / "bm25.top100.trec",
+        "--corpus", EXAMPLES / "corpus.jsonl", "--depth", DEPTH, "--output", tmp_path / "s.json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "on 10 judged queries" in res.stderr and load_settings(tmp_path / "s.json").evidence["queries"] == 10
+    (tmp_path / "plain.qrels").write_text("1 0 d 1\n")
+    res = crossrank("tune", "--qrels", tmp_path / "plain.qrels", "--index", index)
+    assert res.returncode != 0 and "pass --queries FILE" in res.stderr and "Traceback" not in res.stderr

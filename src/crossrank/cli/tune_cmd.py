@@ -16,7 +16,10 @@ from crossrank.errors import InputError
 @_cli_errors
 def tune_cmd(
     qrels: Annotated[Path, typer.Option(help="Judgments of a few queries: TREC qrels or BEIR tsv (the judge page's).")],
-    queries: Annotated[Path, typer.Option(help="The queries' texts: BEIR queries.jsonl.")],
+    queries: Annotated[
+        Path | None,
+        typer.Option(help="The queries' texts: BEIR queries.jsonl (default: the judge page's sidecar beside --qrels)."),
+    ] = None,
     index: Annotated[Path | None, typer.Option(help="Index folder: its first stage finds the candidates.")] = None,
     retriever: Annotated[str | None, typer.Option(help="With --index: bm25, dense or hybrid (default: its own).")] = (
         None
@@ -48,6 +51,7 @@ def tune_cmd(
     from crossrank import CrossEncoder
     from crossrank.evaluate.tune import judged_from_index, judged_from_run, tune
     from crossrank.io import read_beir_queries, read_qrels
+    from crossrank.serve.judge import judged_query_texts
 
     if (index is None) == (run is None):
         raise InputError("tune needs one first stage: --index DIR, or --run RUN with --corpus CORPUS")
@@ -56,16 +60,25 @@ def tune_cmd(
     if blend not in ("probability", "minmax"):
         raise InputError(f"--blend must be probability or minmax (got {blend!r})")
     judged = read_qrels(qrels)
-    texts = read_beir_queries(queries)
+    texts = judged_query_texts(qrels) if queries is None else read_beir_queries(queries)
     asked = {q: texts[q] for q in judged if q in texts}
     if not asked:
-        raise InputError(f"none of the {len(judged)} judged queries in {qrels} has a text in {queries}; check the ids")
+        where = queries if queries is not None else "the judge page's sidecar"
+        raise InputError(f"none of the {len(judged)} judged queries in {qrels} has a text in {where}; check the ids")
     ce = CrossEncoder(model, backend=backend, progress=True)
     if index is not None:
         found = judged_from_index(ce, index, asked, depth=depth, retriever=retriever)
     else:
         assert run is not None and corpus is not None
-        found = judged_from_run(ce, run, queries, corpus, depth=depth, only=list(asked))
+        if queries is None:  # the sidecar's texts, as the queries file the run loader reads
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                queries = Path(tmp) / "queries.jsonl"
+                queries.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in asked.items()))
+                found = judged_from_run(ce, run, queries, corpus, depth=depth, only=list(asked))
+        else:
+            found = judged_from_run(ce, run, queries, corpus, depth=depth, only=list(asked))
     report = tune(found, judged, blend=blend, activation=ce.activation, seed=seed, model=model)  # type: ignore[arg-type]
     target = report.settings.save(output)
 

@@ -28,7 +28,7 @@ from typing import Any
 from crossrank.errors import ConfigError, InputError
 from crossrank.io import read_beir_queries, read_qrels
 
-__all__ = ["GRADES", "JudgeSession", "read_judge_queries", "typed_query_id"]
+__all__ = ["GRADES", "JudgeSession", "judged_query_texts", "read_judge_queries", "typed_query_id"]
 
 #: the grades a judge gives, and their names
 GRADES = {2: "relevant", 1: "partly relevant", 0: "not relevant"}
@@ -206,6 +206,23 @@ class JudgeSession:
             raise ConfigError(
                 f"cannot write the judgments to {self.path} ({e.strerror or e}); choose a writable --judge path"
             ) from None
+
+
+def judged_query_texts(qrels: str | os.PathLike[str]) -> dict[str, str]:
+    """Return ``{query_id: text}`` of the queries judged into ``qrels``, from the sidecar the judge page wrote.
+
+    Raises:
+        InputError: there is no readable sidecar beside ``qrels`` (then pass the queries file).
+    """
+    p = Path(qrels)
+    sidecar = p.with_name(p.name + ".judging.json")
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        return {str(q): str(info["text"]) for q, info in meta.get("queries", {}).items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise InputError(
+            f"no judge-page sidecar {sidecar.name} beside {p} to read the queries' texts from; pass --queries FILE"
+        ) from None
 
 
 def read_judge_queries(path: str | os.PathLike[str]) -> dict[str, str]:
