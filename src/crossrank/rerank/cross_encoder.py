@@ -275,8 +275,12 @@ class CrossEncoder:
             full = rank_order(keys[start:stop])
             order = full[:k]
             trunc = result.truncated[start:stop]
-            signals = query_signals(
-                s, query=queries[qi], texts=[r[1] for r in recs], truncated=trunc, order=full, threshold=threshold
+            signals = (
+                query_signals(
+                    s, query=queries[qi], texts=[r[1] for r in recs], truncated=trunc, order=full, threshold=threshold
+                )
+                if len(recs)
+                else None  # nothing was reranked: no signals
             )
             hits = tuple(
                 Hit(
