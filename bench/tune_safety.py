@@ -16,7 +16,7 @@ Bars (issue 25): on every collection the tuned setting's mean over the draws is 
 worse than the better fixed choice (paired t-test over the 10 draws, one-sided, p < 0.05); on DL
 2019 and 2021 it keeps at least 95% of the rerank-all gain.
 
-    python bench/tune_safety.py                       # about 40 minutes on 2 cores with a cold cache
+    python bench/tune_safety.py                       # over an hour on 2 busy cores with a cold cache (indexes, scores)
     python bench/tune_safety.py --sets trec-dl-2019-passage,cisi --draws 5
 """
 
@@ -145,10 +145,8 @@ def main() -> None:
         print(json.dumps({k: v for k, v in r.items() if k != "per_draw"}), flush=True)
     print()
     print(
-        print(
-            "| collection | first stage | queries | first stage only | rerank top 100 | tuned on 30 "
-            "| tuned - better | p (worse) | gain kept | choices |"
-        )
+        "| collection | first stage | queries | first stage only | rerank top 100 | tuned on 30 "
+        "| tuned - better | p (worse) | gain kept | choices |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
