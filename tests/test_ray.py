@@ -241,7 +241,8 @@ def test_ray_serve_answers_like_crossrank_serve_and_a_stopping_replica_loses_not
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(client) for _ in range(4)]
             time.sleep(3)
-            serve.run(build_application(options=deployment_options(replicas=1)), name="crossrank", route_prefix="/")
+            one = build_application(backend=default_model.backend_name, options=deployment_options(replicas=1))
+            serve.run(one, name="crossrank", route_prefix="/")
             deadline = time.monotonic() + 120
             while serve.status().applications["crossrank"].deployments["crossrank"].replica_states != {"RUNNING": 1}:
                 assert time.monotonic() < deadline, serve.status()

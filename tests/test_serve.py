@@ -26,7 +26,21 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import schemathesis
 import uvicorn
+from hypothesis import HealthCheck, example, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+# imported with this module, at collection: schemathesis imports these on its first schema, and
+# Python 3.11.7's parser can fail to rewrite them ("AST constructor recursion depth mismatch") when
+# that first import happens deep inside a long test session
+from schemathesis.specs.openapi.schemas import OpenApiSchema  # noqa: F401
 
 from crossrank import CrossEncoder
 from crossrank.errors import ConfigError
@@ -667,16 +681,6 @@ def hostile_bodies(valid: dict[str, Any]) -> list[bytes]:
 def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
     default_model: CrossEncoder, dl19_index: Any
 ) -> None:
-    import schemathesis
-    from hypothesis import HealthCheck, example, given, settings
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.generation import GenerationMode
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     config = ServeConfig(max_documents=8, max_document_chars=300, max_search_k=20, max_search_depth=20)
     with serving(create_app(default_model, index=dl19_index, config=config)) as base:
