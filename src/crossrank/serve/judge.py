@@ -27,6 +27,7 @@ from typing import Any
 
 from crossrank.errors import ConfigError, InputError
 from crossrank.io import read_beir_queries, read_qrels
+from crossrank.retrieve.durable import atomic_write
 
 __all__ = ["GRADES", "JudgeSession", "judged_query_texts", "read_judge_queries", "typed_query_id"]
 
@@ -200,8 +201,8 @@ class JudgeSession:
         }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.path, "".join(lines))
-            _write_atomic(self.sidecar, json.dumps(meta, indent=2) + "\n")
+            atomic_write(self.path, "".join(lines))
+            atomic_write(self.sidecar, json.dumps(meta, indent=2) + "\n")
         except OSError as e:
             raise ConfigError(
                 f"cannot write the judgments to {self.path} ({e.strerror or e}); choose a writable --judge path"
@@ -257,15 +258,6 @@ def read_judge_queries(path: str | os.PathLike[str]) -> dict[str, str]:
     if not out:
         raise InputError(f"{p} holds no queries to judge")
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _now() -> str:
