@@ -11,15 +11,22 @@ one call per query, and runs each system in its own subprocess (so peak RSS is i
 
     (a) st-fp32         sentence-transformers 6 CrossEncoder on the folder (fp32), pairs formatted as the
                         seq-cls conversions' model cards format them
-    (b) reference       the model card's transformers loop (left padding, full logits, softmax of no/yes)
-    (c) crossrank       CrossEncoder(folder): fp32 torch, folded 2-row head, shared-prefix reuse
-    (c') crossrank-no-reuse   the same with prefix_reuse=False (what the reuse alone gives)
+    (a') st-bf16        the same with bf16 weights
+    (b) reference       the model card's transformers loop (left padding, full logits, softmax of no/yes), fp32
+    (c) crossrank       CrossEncoder(folder), default settings: folded 2-row head, shared-prefix reuse, and
+                        the precision ``auto`` picks (bf16 on a CPU with native bf16 and on a GPU, else fp32)
+    (c') crossrank-no-reuse   the same with prefix_reuse=False (what the reuse alone gives, same precision)
+    (c'') crossrank-fp32      the default with precision="fp32" (what the precision alone gives)
 
 It prints pairs/s, p50 latency per query, peak RSS, and agreement with (b): max |log-odds difference|
 and Kendall tau per query.
 
-    python bench/llm_rerank_speed.py                      # 3 queries x 100 (about 25 minutes on 2 AVX2 cores)
+    python bench/llm_rerank_speed.py                      # 3 queries x 100 (about 40 minutes on 2 cores)
     python bench/llm_rerank_speed.py --queries 1 --depth 20 --json out.json
+    python bench/llm_rerank_speed.py --device cuda --queries 20   # on a GPU (ST and crossrank on that device)
+
+``--tokenizer DIR`` takes the trained tokenizer from a folder written earlier (on a machine without
+the shared DL 2019 corpus); the random weights are built where the bench runs.
 """
 
 from __future__ import annotations
@@ -70,17 +77,32 @@ SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
 SYSTEMS = {
     "st-fp32": "(a) sentence-transformers 6 CrossEncoder, fp32 torch, batch 16",
+    "st-bf16": "(a') sentence-transformers 6 CrossEncoder, bf16 torch, batch 16",
+    "st-bf16-b128": "(a'') sentence-transformers 6 CrossEncoder, bf16 torch, batch 128 (for a GPU)",
     "reference": "(b) the model card's transformers loop, fp32, batch 16",
     "crossrank": "(c) crossrank CrossEncoder(folder), default settings",
     "crossrank-no-reuse": "(c') crossrank with prefix_reuse=False",
+    "crossrank-fp32": "(c'') crossrank with precision='fp32'",
 }
 
 
-def build(folder: Path) -> None:
-    """Write the random model and its tokenizer to ``folder`` (once; later runs reuse it)."""
-    import torch
+def build(folder: Path, tokenizer: Path | None = None) -> None:
+    """Write the random model and its tokenizer to ``folder`` (once; later runs reuse it).
+
+    With ``tokenizer``, the tokenizer files are copied from that folder instead of trained.
+    """
+    import shutil
+
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
+
+    if tokenizer is not None:
+        tok = Tokenizer.from_file(str(tokenizer / "tokenizer.json"))
+        _write_model(folder, tok.token_to_id("<|endoftext|>"))
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "crossrank.json"):
+            if (tokenizer / name).is_file():
+                shutil.copy(tokenizer / name, folder / name)
+        return
 
     split = (  # Qwen2/Qwen3's own pre-tokenizer split
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -108,17 +130,24 @@ def build(folder: Path) -> None:
             show_progress=False,
         ),
     )
-    config = AutoConfig.for_model(**{k: v for k, v in QWEN3_RERANKER_06B.items() if k != "architectures"})
-    config.architectures = QWEN3_RERANKER_06B["architectures"]
-    config.pad_token_id = tok.token_to_id("<|endoftext|>")
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)  # half the disk; loaded as fp32
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    _write_model(folder, tok.token_to_id("<|endoftext|>"))
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>").save_pretrained(
         folder
     )
     (folder / "crossrank.json").write_text(json.dumps({"template": "qwen3-reranker"}), encoding="utf-8")
+
+
+def _write_model(folder: Path, pad_id: int) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**{k: v for k, v in QWEN3_RERANKER_06B.items() if k != "architectures"})
+    config.architectures = QWEN3_RERANKER_06B["architectures"]
+    config.pad_token_id = pad_id
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)  # half the disk; loaded as fp32
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
 
 
 def load_pairs(queries: int, depth: int) -> list[tuple[str, str, list[str], list[str]]]:
@@ -133,27 +162,30 @@ def load_pairs(queries: int, depth: int) -> list[tuple[str, str, list[str], list
     return out
 
 
-def run_system(name: str, folder: Path, queries: int, depth: int, threads: int) -> dict[str, Any]:
+def run_system(name: str, folder: Path, queries: int, depth: int, threads: int, device: str = "cpu") -> dict[str, Any]:
     """Time one system, in this process: per-query latencies and the raw log-odds of every pair."""
     import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     data = load_pairs(queries, depth)
-    if name == "st-fp32":
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if name.startswith("st-"):
         from sentence_transformers import CrossEncoder as ST
 
-        st = ST(str(folder), device="cpu", model_kwargs={"dtype": torch.float32})
+        dtype = torch.float32 if name == "st-fp32" else torch.bfloat16
+        st = ST(str(folder), device=device, model_kwargs={"dtype": dtype})
+        batch_size = 128 if name.endswith("-b128") else 16
 
         def score(query: str, docs: list[str]) -> list[float]:
             pairs = [(f"{PREFIX}<Instruct>: {TASK}\n<Query>: {query}\n", f"<Document>: {d}{SUFFIX}") for d in docs]
-            return st.predict(pairs, batch_size=16, activation_fn=torch.nn.Identity()).tolist()  # type: ignore[no-any-return]
+            return st.predict(pairs, batch_size=batch_size, activation_fn=torch.nn.Identity()).tolist()  # type: ignore[no-any-return]
 
     elif name == "reference":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
         prefix = tok.encode(PREFIX, add_special_tokens=False)
         suffix = tok.encode(SUFFIX, add_special_tokens=False)
         yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
@@ -168,7 +200,7 @@ def run_system(name: str, folder: Path, queries: int, depth: int, threads: int) 
                     {"input_ids": [prefix + x + suffix for x in enc["input_ids"]]}, padding=True, return_tensors="pt"
                 )
                 with torch.no_grad():
-                    last = model(**batch).logits[:, -1, :]
+                    last = model(**batch.to(device)).logits[:, -1, :].float().cpu()
                 logp = torch.log_softmax(torch.stack([last[:, no], last[:, yes]], dim=1), dim=1)
                 out.extend((logp[:, 1] - logp[:, 0]).tolist())
             return out
@@ -177,16 +209,25 @@ def run_system(name: str, folder: Path, queries: int, depth: int, threads: int) 
         from crossrank import CrossEncoder
         from crossrank.rerank.config import ScoringConfig
 
-        ce = CrossEncoder(folder, config=ScoringConfig(threads=threads, prefix_reuse=name == "crossrank"))
+        config = ScoringConfig(
+            threads=threads,
+            device=device,
+            prefix_reuse=name != "crossrank-no-reuse",
+            precision="fp32" if name == "crossrank-fp32" else "auto",
+        )
+        ce = CrossEncoder(folder, config=config)
+        print(f"{name}: {ce.backend_reason}", file=sys.stderr)
 
         def score(query: str, docs: list[str]) -> list[float]:
             return ce.score([(query, d) for d in docs], activation="none").tolist()  # type: ignore[no-any-return]
 
     score(data[0][1], data[0][3][:2])  # warm-up
+    sync()
     latencies, scores = [], {}
     for qid, query, ids, docs in data:
         t0 = time.perf_counter()
         s = score(query, docs)
+        sync()
         latencies.append(time.perf_counter() - t0)
         scores[qid] = dict(zip(ids, map(float, s), strict=True))
     n = sum(len(x[2]) for x in data)
@@ -198,6 +239,7 @@ def run_system(name: str, folder: Path, queries: int, depth: int, threads: int) 
         "pairs_per_s": n / sum(latencies),
         "p50_ms": float(np.median(latencies) * 1000),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
         "scores": scores,
     }
 
@@ -209,24 +251,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--only", default=",".join(SYSTEMS))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    ap.add_argument("--tokenizer", type=Path, default=None, help="copy the tokenizer from this folder")
     ap.add_argument("--system", help=argparse.SUPPRESS)
     args = ap.parse_args()
     from crossrank.cpu import available_cores
 
     threads = args.threads or available_cores()
     if args.system:
-        print(json.dumps(run_system(args.system, FOLDER, args.queries, args.depth, threads)))
+        print(json.dumps(run_system(args.system, FOLDER, args.queries, args.depth, threads, args.device)))
         return
     from rerank_speed import machine
 
     if not (FOLDER / "config.json").is_file():
         print(f"building the random Qwen3-Reranker-0.6B-sized model in {FOLDER} (once)", file=sys.stderr)
-        build(FOLDER)
+        build(FOLDER, args.tokenizer)
     before = machine()
     results = []
     for name in args.only.split(","):
         cmd = [sys.executable, __file__, "--system", name, "--queries", str(args.queries), "--depth", str(args.depth)]
-        cmd += ["--threads", str(threads)]
+        cmd += ["--threads", str(threads), "--device", args.device]
         done = subprocess.run(
             cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         )
@@ -267,6 +311,8 @@ def main() -> None:
             "queries": args.queries,
             "depth": args.depth,
             "threads": threads,
+            "device": args.device,
+            "gpu": _gpu_name(args.device),
             "anchor": anchor if anchor in by else None,
             "prefix_reuse_speedup": reuse,
             "machine_before": before,
@@ -274,6 +320,14 @@ def main() -> None:
             "results": results,
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+
+def _gpu_name(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return str(torch.cuda.get_device_name(torch.device(device)))
 
 
 def agreement(results: list[dict[str, Any]]) -> None:

@@ -27,6 +27,9 @@ from crossrank.errors import ConfigError
 from crossrank.rerank.config import ScoringConfig
 from crossrank.rerank.templates import TEMPLATES
 
+# the parity tests compare fp32 with fp32: `auto` is bf16 on CPUs with native bf16
+FP32 = ScoringConfig(precision="fp32")
+
 QWEN3_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
     'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
@@ -156,7 +159,7 @@ RUNS = [(name, reuse) for name in CASES for reuse in (True, False) if name != "t
 def test_scores_equal_the_model_cards_reference(llms, pairs, name: str, batch: int, reuse: bool) -> None:
     reference, activation = CASES[name]
     expected, _ = reference(llms[name], pairs)
-    ce = CrossEncoder(llms[name], config=ScoringConfig(max_batch_size=batch, prefix_reuse=reuse))
+    ce = CrossEncoder(llms[name], config=ScoringConfig(max_batch_size=batch, prefix_reuse=reuse, precision="fp32"))
     order = list(range(len(pairs)))
     random.Random(batch).shuffle(order)
     got = ce.score([pairs[i] for i in order], activation=activation)
@@ -182,7 +185,7 @@ def test_a_cut_document_is_cut_as_qwen3s_reference_cuts_it_and_the_suffix_stays(
     long_doc = " ".join(d for _, d in pairs[:6])
     picked = [(pairs[0][0], long_doc), (pairs[1][0], "a short passage")]
     expected_scores, expected = qwen3_reference(llms["qwen3"], picked, max_length=160)
-    ce = CrossEncoder(llms["qwen3"], config=ScoringConfig(max_length=160))
+    ce = CrossEncoder(llms["qwen3"], config=ScoringConfig(max_length=160, precision="fp32"))
     built = ce.scorer.tokens([q for q, _ in picked], [d for _, d in picked])
     assert built.ids == expected
     assert built.truncated.tolist() == [True, False] and built.lengths[0] == 160
@@ -196,7 +199,7 @@ def test_a_cut_document_is_cut_as_qwen3s_reference_cuts_it_and_the_suffix_stays(
 def test_an_instruction_per_call_is_the_references_instruction(llms, pairs) -> None:
     task = "Given a question, find passages that contradict it"
     expected, _ = qwen3_reference(llms["qwen3"], pairs[:5], instruction=task)
-    ce = CrossEncoder(llms["qwen3"])
+    ce = CrossEncoder(llms["qwen3"], config=FP32)
     got = ce.score(pairs[:5], activation="sigmoid", instruction=task)
     assert np.abs(got - expected).max() < 1e-4
     assert np.abs(ce.score(pairs[:5], activation="sigmoid") - expected).max() > 1e-4
@@ -243,7 +246,7 @@ def test_sentence_transformers_loads_the_same_folder_and_agrees(llms, pairs, nam
     ]
     st = STCrossEncoder(str(llms[name]), device="cpu")
     expected = st.predict(formatted, activation_fn=torch.nn.Identity(), batch_size=16)
-    got = CrossEncoder(llms[name]).score(pairs, activation="none")
+    got = CrossEncoder(llms[name], config=FP32).score(pairs, activation="none")
     assert np.abs(got - np.asarray(expected)).max() < 1e-4
 
 
@@ -289,7 +292,7 @@ def test_a_model_too_large_for_the_memory_left_is_refused_before_loading(llms, t
     assert params is not None and params > 100_000
     monkeypatch.setattr(crossrank.cpu, "available_memory", lambda: params * 4 - 1)
     with pytest.raises(ConfigError, match=r"GiB in fp32, and this process has .* GiB left"):
-        CrossEncoder(llms["qwen3"])
+        CrossEncoder(llms["qwen3"], config=FP32)
     monkeypatch.undo()
     # what is left: MemAvailable, or a cgroup v2 / v1 limit minus its usage, whichever is smaller
     meminfo = tmp_path / "meminfo"
@@ -415,3 +418,18 @@ def test_eval_rerank_diagnoses_a_decoder_given_its_template(llms, tmp_path) -> N
     assert report["truncation"]["max_length"] == 4096 and report["truncation"]["pairs"] == 1000
     ndcg = report["comparison"]["nDCG@10"]
     assert ndcg["queries"] == 10 and ndcg["system"] != pytest.approx(ndcg["baseline"], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("flags", "want"), [({"avx2", "avx512_bf16"}, "bf16"), ({"avx2", "amx_bf16"}, "bf16"), ({"avx2"}, "fp32")]
+)
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(llms, pairs, monkeypatch, flags, want) -> None:
+    import crossrank.rerank.decoder as decoder
+
+    monkeypatch.setattr(decoder, "cpu_flags", lambda: frozenset(flags))
+    ce = CrossEncoder(llms["qwen3"])
+    assert ce.scorer.model.dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[want]
+    assert ce.backend_reason.startswith(f"torch {want} on the CPU") and ("native bf16" in ce.backend_reason)
+    # the same choice for T5, and an explicit precision wins over the CPU's
+    assert CrossEncoder(llms["t5"]).scorer.model.dtype == ce.scorer.model.dtype
+    assert CrossEncoder(llms["qwen3"], config=FP32).scorer.model.dtype == torch.float32

@@ -39,8 +39,9 @@ class ScoringConfig:
             bench/rerank_speed.py). OpenVINO sizes its own streams.
         precision: OpenVINO's precision for non-quantized ops: ``"auto"`` (bf16 on CPUs with native
             bf16, else fp32), ``"fp32"`` or ``"bf16"``. For decoder and T5 rerankers (torch), the
-            weights' dtype: ``"auto"`` is fp32 on a CPU and bf16 (fp16 where bf16 is unsupported) on
-            a GPU; ``"fp16"`` too. Scores are computed in fp32 from the last hidden state either way.
+            weights' dtype: ``"auto"`` is bf16 on a CPU with native bf16 (AVX-512 bf16 or AMX), else
+            fp32, and bf16 (fp16 where bf16 is unsupported) on a GPU; ``"fp16"`` too. Scores are
+            computed in fp32 from the last hidden state either way.
         device: where decoder and T5 rerankers run (torch): ``"cpu"`` (the default), ``"cuda"``,
             ``"cuda:1"``, ``"mps"``.
         cache_size: how many (query, document) scores to keep in an in-memory LRU cache; 0 is off.

@@ -19,6 +19,7 @@ from crossrank.models.source import ModelFiles, resolve
 from crossrank.ranking import Hit, Ranking, ScoredPairs, rank_order
 from crossrank.rerank.cache import ScoreCache
 from crossrank.rerank.config import Activation, ScoringConfig
+from crossrank.rerank.decoder import PromptScorer
 from crossrank.rerank.scorer import Scorer, load_scorer
 from crossrank.signals import CALIBRATED_THRESHOLD, query_signals
 
@@ -108,6 +109,8 @@ class CrossEncoder:
                 template=template,
                 instruction=instruction,
             )
+            if isinstance(self.scorer, PromptScorer):  # where and in which precision torch runs it
+                self.backend_reason = self.scorer.backend_reason
             self._name = files.name
         elif isinstance(model, Scorer):
             config = config or ScoringConfig()

@@ -17,7 +17,13 @@ import numpy as np
 from crossrank._progress import counting
 from crossrank.errors import ConfigError
 from crossrank.ranking import ScoredPairs
-from crossrank.rerank.decoder import PromptScorer, batches_by_budget, load_prompt_model
+from crossrank.rerank.decoder import (
+    PromptScorer,
+    batch_limits,
+    batches_by_budget,
+    load_prompt_model,
+    placement_reason,
+)
 from crossrank.rerank.prompts import PromptEncoder
 
 if TYPE_CHECKING:
@@ -71,8 +77,7 @@ class T5Scorer(PromptScorer):
         self._scale = float(cfg.d_model) ** -0.5 if getattr(cfg, "tie_word_embeddings", True) else 1.0
         self._pad_id = int(getattr(cfg, "pad_token_id", 0) or 0)
         self._start = int(getattr(cfg, "decoder_start_token_id", self._pad_id) or 0)
-        self._token_budget = config.token_budget
-        self._max_batch_size = config.max_batch_size
+        self._token_budget, self._max_batch_size = batch_limits(config, self.device)
         self._torch = torch
 
     @classmethod
@@ -88,7 +93,7 @@ class T5Scorer(PromptScorer):
         instruction: str | None = None,
         **_: Any,
     ) -> T5Scorer:
-        """Load a T5 reranker's folder (Hugging Face weights) in fp32 torch.
+        """Load a T5 reranker's folder (Hugging Face weights) in torch (:func:`torch_placement`).
 
         Raises:
             ConfigError: ``backend`` is not torch or auto, the folder has no weights, or the
@@ -107,7 +112,7 @@ class T5Scorer(PromptScorer):
             bounded=False,
         )
         scorer = cls(model, encoder, config=config, name=files.name, instruction=instruction, progress=progress)
-        scorer.backend_reason = reason or scorer.backend_reason
+        scorer.backend_reason = placement_reason(model.device, model.dtype)
         return scorer
 
     def score(self, queries: Sequence[str], documents: Sequence[str], *, instruction: str | None = None) -> ScoredPairs:
