@@ -433,3 +433,13 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(llms, pairs, monk
     # the same choice for T5, and an explicit precision wins over the CPU's
     assert CrossEncoder(llms["t5"]).scorer.model.dtype == ce.scorer.model.dtype
     assert CrossEncoder(llms["qwen3"], config=FP32).scorer.model.dtype == torch.float32
+
+
+def test_a_gpu_takes_larger_batches_unless_the_settings_say_otherwise() -> None:
+    from crossrank.rerank.decoder import GPU_MAX_BATCH_SIZE, GPU_TOKEN_BUDGET, batch_limits
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    default = ScoringConfig()
+    assert batch_limits(default, cpu) == (default.token_budget, default.max_batch_size)
+    assert batch_limits(default, gpu) == (GPU_TOKEN_BUDGET, GPU_MAX_BATCH_SIZE)
+    assert batch_limits(ScoringConfig(max_batch_size=4, token_budget=1024), gpu) == (1024, 4)

@@ -111,6 +111,7 @@ class CrossEncoder:
             )
             if isinstance(self.scorer, PromptScorer):  # where and in which precision torch runs it
                 self.backend_reason = self.scorer.backend_reason
+                log.info("%s runs in %s", files.name, self.backend_reason)
             self._name = files.name
         elif isinstance(model, Scorer):
             config = config or ScoringConfig()
