@@ -205,15 +205,64 @@ def test_dl21_traffic_does_not_drift_from_a_dl19_profile(default_model: CrossEnc
     assert report.num_queries == MIN_QUERIES and not report.drifted, report.to_dict()
     # DL 2021's queries are about twice as long: the input signal moves, and is reported without a flag
     assert report.drifted_inputs == ["query_words"]
-    assert verdict(list(found.values())).label == "helping"
+    # helping against a trusted profile it does not drift from; without one, confidence alone is not evidence
+    result = verdict(list(found.values()), reference=dl19_profile)
+    assert result.label == "helping" and result.drift is not None and not result.drift.drifted, result.to_dict()
+    alone = verdict(list(found.values()))
+    assert alone.label == "unclear" and "no reference profile" in alone.reason
 
 
-def test_verdict_says_helping_on_dl19(dl19_profile: Profile, dl19_signals: dict[str, QuerySignals]) -> None:
-    result = verdict(dl19_profile)
+def test_server_keeps_the_drift_flag_down_on_dl21_traffic_against_a_dl19_profile(
+    default_model: CrossEncoder, dl19_profile: Profile, tmp_path: Path
+) -> None:
+    from crossrank.documents import record_text
+    from crossrank.io import read_run_candidates
+
+    dl21 = beir("trec-dl-2021-passage")
+    cands = read_run_candidates(
+        dl21 / "runs" / "bm25.top100.trec", dl21 / "queries.jsonl", dl21 / "corpus.jsonl", depth=DEPTH
+    )
+    path = dl19_profile.save(tmp_path / "dl19.json")
+    with serving(create_app(default_model, profile=path)) as base:
+        states = []
+        for query, docs in list(zip(cands.queries, cands.documents, strict=True))[:MIN_QUERIES]:
+            body = {"query": query, "documents": [record_text(d) for d in docs]}
+            assert httpx.post(f"{base}/v1/rerank", json=body, timeout=HTTP_TIMEOUT).status_code == 200
+            states.append(httpx.get(f"{base}/v1/monitor", timeout=HTTP_TIMEOUT).json()["drift"])
+        summary = httpx.get(f"{base}/v1/monitor", timeout=HTTP_TIMEOUT).json()
+    assert states == [False] * MIN_QUERIES and summary["drift"] is False
+    report = summary["windows"]["last_100"]["drift"]
+    assert report["num_queries"] == MIN_QUERIES and report["drifted_signals"] == [], report
+
+
+def test_verdict_says_helping_on_dl19_against_a_dl21_reference(
+    default_model: CrossEncoder, dl19_profile: Profile, dl19_signals: dict[str, QuerySignals]
+) -> None:
+    dl21 = beir("trec-dl-2021-passage")
+    found = run_signals(
+        default_model,
+        run=dl21 / "runs" / "bm25.top100.trec",
+        queries=dl21 / "queries.jsonl",
+        corpus=dl21 / "corpus.jsonl",
+        depth=DEPTH,
+    )
+    reference = Profile.from_signals(list(found.values()), model=default_model.name, depth=DEPTH, source="DL 2021")
+    result = verdict(dl19_profile, reference=reference)
     assert result.label == "helping", result.to_dict()
-    assert verdict(list(dl19_signals.values())[:15]).label == "helping"
+    assert result.to_dict()["reference"] == "DL 2021" and result.to_dict()["drift"]["drifted"] is False
+    few = verdict(list(dl19_signals.values())[:15], reference=reference)
+    assert few.label == "unclear" and "too few" in few.reason
     with pytest.raises(ConfigError, match="probabilities"):
         verdict(list(dl19_signals.values()), activation="none")
+
+
+def test_the_shipped_reference_is_the_default_models_dl19_profile() -> None:
+    from crossrank.evaluate.monitor import builtin_reference
+
+    shipped = builtin_reference("default")
+    assert shipped is not None and shipped.num_queries == 43 and shipped.depth == 100
+    assert builtin_reference("ms-marco-MiniLM-L-12-v2") == shipped
+    assert builtin_reference("fast") is None and builtin_reference("/some/folder") is None
 
 
 def test_cli_profile_then_verdict(tmp_path: Path) -> None:
@@ -230,6 +279,10 @@ def test_cli_profile_then_verdict(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout.splitlines()[-1])
     assert body["verdict"] in ("helping", "unclear", "likely hurting") and body["num_queries"] == 4
+    assert body["reference"] is not None and body["reference"].startswith("trec-dl-2019-passage")  # the shipped one
+    result = CliRunner().invoke(app, ["monitor", "verdict", "--profile", str(out), "--reference", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["verdict"] != "helping"  # 4 queries are too few to compare
     result = CliRunner().invoke(app, ["monitor", "profile", "--queries", str(DL19 / "queries.jsonl"), "-o", str(out)])
     assert result.exit_code != 0 and "--index DIR" in result.output
 
@@ -297,6 +350,10 @@ def test_server_flags_drift_from_cisi_traffic_against_a_dl19_profile(
         text = httpx.get(f"{base}/metrics", timeout=HTTP_TIMEOUT).text
     assert states[: MIN_QUERIES - 1] == [False] * (MIN_QUERIES - 1)  # judged from MIN_QUERIES queries on
     assert states[-1] is True and summary["drift"] is True
+    # as confident as on DL, but drifted from the profile where reranking helped: not "helping"
+    cisi = [default_model.rerank(q, docs).signals for q, docs in cisi_candidates]
+    judged = verdict([x for x in cisi if x is not None], reference=dl19_profile)
+    assert judged.label != "helping" and judged.drift is not None and judged.drift.drifted, judged.to_dict()
     report = summary["windows"]["last_100"]["drift"]
     assert report["drift"] and report["num_queries"] == MIN_QUERIES
     assert {"top_score", "margin"} <= set(report["drifted_signals"])  # the model is less sure on CISI

@@ -340,12 +340,13 @@ class DriftReport:
         }
 
 
-def drift(profile: Profile, window: Sequence[QuerySignals]) -> DriftReport:
+def drift(profile: Profile, window: Sequence[QuerySignals] | Profile) -> DriftReport:
     """Return how far a window of queries' signals moved from ``profile``, signal by signal.
 
     A signal drifted when its PSI is over :data:`PSI_THRESHOLD` and its KS p-value under
     :data:`KS_P_THRESHOLD`; the window drifted when it holds at least :data:`MIN_QUERIES` queries
     and any of :data:`DRIFT_SIGNALS` drifted (:data:`INPUT_SIGNALS` are compared and reported too).
+    The window is the queries' signals, or a second profile.
 
     Example:
         >>> report = drift(profile, recent_signals)  # doctest: +SKIP
@@ -354,12 +355,12 @@ def drift(profile: Profile, window: Sequence[QuerySignals]) -> DriftReport:
     out: dict[str, SignalDrift] = {}
     for name in (*DRIFT_SIGNALS, *INPUT_SIGNALS):
         ref = profile.array(name)
-        got = signal_values(window, name)
+        got = window.array(name) if isinstance(window, Profile) else signal_values(window, name)
         if ref.size == 0 or got.size == 0:
             continue
         value = psi(ref, got)
         d, p = ks_2samp(ref, got)
         out[name] = SignalDrift(value, d, p, value > PSI_THRESHOLD and p < KS_P_THRESHOLD)
-    n = len(window)
+    n = window.num_queries if isinstance(window, Profile) else len(window)
     flagged = any(d.drifted for name, d in out.items() if name in DRIFT_SIGNALS)
     return DriftReport(n, out, n >= MIN_QUERIES and flagged)

@@ -58,6 +58,13 @@ def monitor_verdict(
     profile: Annotated[
         Path | None, typer.Option(help="A profile (`crossrank monitor profile`) to judge, instead of reranking.")
     ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="A trusted profile: queries where reranking was shown, with labels, to help. Without one, "
+            "the profile shipped for the default model; other models can then say 'unclear' at best."
+        ),
+    ] = None,
     queries: QueriesOpt = None,
     index: IndexOpt = None,
     run: RunOpt = None,
@@ -70,12 +77,14 @@ def monitor_verdict(
 ) -> None:
     """Say whether reranking looks like it helps (helping, unclear, likely hurting), without labels."""
     from crossrank.drift import Profile
-    from crossrank.evaluate.monitor import collect_signals, verdict
+    from crossrank.evaluate.monitor import builtin_reference, collect_signals, verdict
 
+    trusted = Profile.load(reference) if reference is not None else None
     if profile is not None:
         if queries is not None or index is not None or run is not None:
             raise InputError("give --profile, or --queries with --index or --run, not both")
-        result = verdict(Profile.load(profile))
+        judged = Profile.load(profile)
+        result = verdict(judged, reference=trusted or builtin_reference(judged.model))
     else:
         if queries is None:
             raise InputError("give --profile PROFILE.json, or --queries with --index DIR or --run RUN --corpus CORPUS")
@@ -83,7 +92,8 @@ def monitor_verdict(
         found, _ = collect_signals(
             reranker, queries=queries, index=index, run=run, corpus=corpus, depth=depth, limit=limit, progress=True
         )
-        result = verdict(list(found.values()), activation=reranker.activation)
+        trusted = trusted or builtin_reference(model)
+        result = verdict(list(found.values()), activation=reranker.activation, reference=trusted)
     typer.echo(json.dumps(result.to_dict()))
 
 

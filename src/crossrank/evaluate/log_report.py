@@ -121,7 +121,8 @@ def summarize_log(
         for name in PLOTTED
     }
     report = drift(profile, sigs[-window:]) if profile is not None else None
-    summary = LogSummary(len(recs), min(times), max(times), verdict(sigs), changed, report, medians)
+    judged = verdict(sigs[-window:] if profile is not None else sigs, reference=profile)
+    summary = LogSummary(len(recs), min(times), max(times), judged, changed, report, medians)
     return summary, sigs, times
 
 

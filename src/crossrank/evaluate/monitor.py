@@ -9,6 +9,7 @@ hurting* by a fixed rule.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from crossrank._progress import counting
-from crossrank.drift import Profile
+from crossrank.drift import MIN_QUERIES, DriftReport, Profile, drift
 from crossrank.errors import ConfigError, InputError
 from crossrank.io import read_beir_queries, read_run_candidates
 from crossrank.pipeline import Pipeline
@@ -32,6 +33,7 @@ __all__ = [
     "SPREAD_LOW",
     "Verdict",
     "build_profile",
+    "builtin_reference",
     "collect_signals",
     "index_signals",
     "run_signals",
@@ -206,6 +208,8 @@ class Verdict:
         kendall_tau: the median Kendall tau of the reranked top 10.
         score: a number that grows with the evidence for "helping" (for ranking collections or
             queries): ``top_score + score_std + 0.5 * rbo``.
+        reference: the trusted profile's source the queries were compared with (``None``: none).
+        drift: that comparison (``None`` when there was none).
     """
 
     label: Label
@@ -217,6 +221,8 @@ class Verdict:
     rbo: float
     kendall_tau: float
     score: float
+    reference: str | None = None
+    drift: DriftReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict as JSON-ready values."""
@@ -224,6 +230,13 @@ class Verdict:
             "verdict": self.label,
             "reason": self.reason,
             "num_queries": self.num_queries,
+            "reference": self.reference,
+            "drift": None
+            if self.drift is None
+            else {
+                "drifted": self.drift.drifted,
+                "drifted_signals": self.drift.drifted_signals,
+            },
             "medians": {
                 "top_score": round(self.top_score, 4),
                 "score_std": round(self.score_std, 4),
@@ -235,31 +248,43 @@ class Verdict:
         }
 
 
-def verdict(signals: Sequence[QuerySignals] | Profile, *, activation: str = "sigmoid") -> Verdict:
+def verdict(
+    signals: Sequence[QuerySignals] | Profile,
+    *,
+    activation: str = "sigmoid",
+    reference: Profile | None = None,
+) -> Verdict:
     """Return *helping*, *unclear* or *likely hurting* for a collection's (or a window's) signals.
 
-    The rule is fixed, written before it was checked on any collection, and reads the medians
-    over the queries of the model's scores as probabilities of relevance:
+    The rule is fixed and reads the medians over the queries of the model's scores as
+    probabilities of relevance, then compares the queries with a trusted reference profile:
 
-    * **helping**: the model is confident (median top score >= :data:`CONFIDENT_TOP`), it
-      discriminates (median score spread >= :data:`SPREAD_HIGH`), and it does not throw the first
-      stage's order away (median RBO >= :data:`AGREEMENT_HEAVY`);
     * **likely hurting**: its scores are compressed (median spread < :data:`SPREAD_LOW`) or it is
       not confident (median top score < :data:`CONFIDENT_TOP`), while it reorders heavily (median
       RBO < :data:`AGREEMENT_HEAVY`);
+    * **helping**: the model is confident (median top score >= :data:`CONFIDENT_TOP`), it
+      discriminates (median score spread >= :data:`SPREAD_HIGH`), it does not throw the first
+      stage's order away (median RBO >= :data:`AGREEMENT_HEAVY`), **and** its scores and
+      reorderings have not drifted (:func:`crossrank.drift.drift`) from a ``reference`` profile:
+      queries on which the reranker was shown, with labels, to help. Confidence alone is not
+      evidence: on CISI the default model is as confident and discriminative as on TREC DL, and
+      reranking there loses 0.04 nDCG@10 (docs/monitoring.md). Without a reference, or with fewer
+      than :data:`~crossrank.drift.MIN_QUERIES` queries to compare, the best it says is *unclear*;
     * **unclear**: anything else.
 
     Args:
         signals: the queries' signals, or a profile of them.
         activation: what the scores are; the rule needs probabilities (``"sigmoid"``,
             ``"softmax"`` or ``"calibrated"``).
+        reference: a profile of queries where reranking was shown to help
+            (:func:`builtin_reference` has one for the default model).
 
     Raises:
         InputError: no queries.
         ConfigError: the scores are raw logits.
 
     Example:
-        >>> verdict(profile).label  # doctest: +SKIP
+        >>> verdict(signals, reference=builtin_reference("default")).label  # doctest: +SKIP
         'helping'
     """
     if isinstance(signals, Profile):
@@ -278,9 +303,33 @@ def verdict(signals: Sequence[QuerySignals] | Profile, *, activation: str = "sig
         )
     top, spread, rbo = med["top_score"], med["score_std"], med["rbo"]
     confident, discriminative, heavy = top >= CONFIDENT_TOP, spread >= SPREAD_HIGH, rbo < AGREEMENT_HEAVY
+    report = drift(reference, signals) if reference is not None else None
     label: Label
     if confident and discriminative and not heavy:
-        label, reason = "helping", "confident, discriminative scores and a moderate reordering of the first stage"
+        looks = "confident, discriminative scores and a moderate reordering of the first stage"
+        if report is None:
+            label, reason = (
+                "unclear",
+                (
+                    f"{looks}, but no reference profile to show these queries are like those where reranking was "
+                    "shown to help: profile judged queries with `crossrank monitor profile` and pass --reference"
+                ),
+            )
+        elif n < MIN_QUERIES:
+            label, reason = (
+                "unclear",
+                f"{looks}, but {n} queries are too few to compare with the reference (< {MIN_QUERIES})",
+            )
+        elif report.drifted:
+            label, reason = (
+                "unclear",
+                (
+                    f"{looks}, but {', '.join(report.drifted_signals)} drifted from the reference profile: the "
+                    "reranker was shown to help on other queries; judge about 30 of these and run `crossrank tune`"
+                ),
+            )
+        else:
+            label, reason = "helping", f"{looks}, like the reference profile's where reranking was shown to help"
     elif (spread < SPREAD_LOW or not confident) and heavy:
         label, reason = "likely hurting", "low-confidence or compressed scores, yet a heavy reordering"
     else:
@@ -300,7 +349,32 @@ def verdict(signals: Sequence[QuerySignals] | Profile, *, activation: str = "sig
         rbo=rbo,
         kendall_tau=med["kendall_tau"],
         score=top + spread + 0.5 * rbo,
+        reference=None if reference is None else (reference.source or "a profile"),
+        drift=report,
     )
+
+
+#: built-in models with a reference profile shipped in crossrank (``crossrank/data/profiles/<file>.json``)
+_BUILTIN_REFERENCES = {"ms-marco-MiniLM-L-12-v2": "default"}
+
+
+def builtin_reference(model: str) -> Profile | None:
+    """Return the reference profile shipped for the built-in ``model`` (``None`` for other models).
+
+    The default model's: its signals on the 43 TREC DL 2019 queries (BM25 top 100, where
+    reranking lifts nDCG@10 from 0.51 to 0.72), written by ``python bench/monitor_verdict.py
+    --write-reference``.
+    """
+    from importlib import resources
+
+    from crossrank.models.registry import lookup
+
+    builtin = lookup(model)
+    name = _BUILTIN_REFERENCES.get(builtin.name) if builtin is not None else None
+    if name is None:
+        return None
+    data = resources.files("crossrank").joinpath("data", "profiles", f"{name}.json")
+    return Profile.from_dict(json.loads(data.read_text(encoding="utf-8")))
 
 
 _MEDIANS = ("top_score", "score_std", "margin", "rbo", "kendall_tau")
