@@ -191,24 +191,31 @@ def test_the_profiles_own_queries_do_not_drift(dl19_profile: Profile, dl19_signa
     assert not drift(dl19_profile, window[:10]).drifted  # too few queries to judge
 
 
-def test_dl21_traffic_does_not_drift_from_a_dl19_profile(default_model: CrossEncoder, dl19_profile: Profile) -> None:
+@pytest.fixture(scope="module")
+def dl21_signals(default_model: CrossEncoder) -> dict[str, QuerySignals]:
+    """Every DL 2021 query's signals, reranking the top 20 of its BM25 run (in the run's order)."""
     dl21 = beir("trec-dl-2021-passage")
-    found = run_signals(
+    return run_signals(
         default_model,
         run=dl21 / "runs" / "bm25.top100.trec",
         queries=dl21 / "queries.jsonl",
         corpus=dl21 / "corpus.jsonl",
         depth=DEPTH,
-        limit=MIN_QUERIES,
     )
-    report = drift(dl19_profile, list(found.values()))
+
+
+def test_dl21_traffic_does_not_drift_from_a_dl19_profile(
+    dl19_profile: Profile, dl21_signals: dict[str, QuerySignals]
+) -> None:
+    first = list(dl21_signals.values())[:MIN_QUERIES]
+    report = drift(dl19_profile, first)
     assert report.num_queries == MIN_QUERIES and not report.drifted, report.to_dict()
     # DL 2021's queries are about twice as long: the input signal moves, and is reported without a flag
     assert report.drifted_inputs == ["query_words"]
     # helping against a trusted profile it does not drift from; without one, confidence alone is not evidence
-    result = verdict(list(found.values()), reference=dl19_profile)
+    result = verdict(first, reference=dl19_profile)
     assert result.label == "helping" and result.drift is not None and not result.drift.drifted, result.to_dict()
-    alone = verdict(list(found.values()))
+    alone = verdict(first)
     assert alone.label == "unclear" and "no reference profile" in alone.reason
 
 
@@ -236,17 +243,14 @@ def test_server_keeps_the_drift_flag_down_on_dl21_traffic_against_a_dl19_profile
 
 
 def test_verdict_says_helping_on_dl19_against_a_dl21_reference(
-    default_model: CrossEncoder, dl19_profile: Profile, dl19_signals: dict[str, QuerySignals]
+    default_model: CrossEncoder,
+    dl19_profile: Profile,
+    dl19_signals: dict[str, QuerySignals],
+    dl21_signals: dict[str, QuerySignals],
 ) -> None:
-    dl21 = beir("trec-dl-2021-passage")
-    found = run_signals(
-        default_model,
-        run=dl21 / "runs" / "bm25.top100.trec",
-        queries=dl21 / "queries.jsonl",
-        corpus=dl21 / "corpus.jsonl",
-        depth=DEPTH,
+    reference = Profile.from_signals(
+        list(dl21_signals.values()), model=default_model.name, depth=DEPTH, source="DL 2021"
     )
-    reference = Profile.from_signals(list(found.values()), model=default_model.name, depth=DEPTH, source="DL 2021")
     result = verdict(dl19_profile, reference=reference)
     assert result.label == "helping", result.to_dict()
     assert result.to_dict()["reference"] == "DL 2021" and result.to_dict()["drift"]["drifted"] is False
