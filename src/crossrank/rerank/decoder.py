@@ -130,11 +130,18 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"}) and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
 
 
-def placement_reason(device: Any, dtype: Any) -> str:
-    """Return why a prompt family runs where it does, for ``crossrank models`` and the log."""
+def dtype_name(dtype: Any) -> str:
+    """Return the precision name (``"fp32"``, ``"bf16"``, ``"fp16"``) of a torch dtype."""
     import torch
 
-    name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+
+
+def placement_reason(device: Any, dtype: Any) -> str:
+    """Return why a prompt family runs where it does, for the log and ``backend_reason``."""
+    import torch
+
+    name = dtype_name(dtype)
     if device.type != "cpu":
         return f"torch {name} on {device}"
     if dtype == torch.bfloat16 and native_bf16():
@@ -200,8 +207,7 @@ def load_prompt_model(
     encoder = PromptEncoder(files.tokenizer_file, tpl, max_length=length, name=files.name)
     device, dtype = torch_placement(config)
     if device.type == "cpu":
-        precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-        check_memory(files, bytes_per_parameter=dtype.itemsize, what=precision)
+        check_memory(files, bytes_per_parameter=dtype.itemsize, what=dtype_name(dtype))
     torch.set_num_threads(config.threads or default_threads())
     try:
         model = getattr(transformers, auto).from_pretrained(str(files.folder), dtype=dtype, **load)
